@@ -1,0 +1,1 @@
+console.log('glint360k recipe');

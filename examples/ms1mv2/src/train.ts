@@ -1,0 +1,1 @@
+console.log('ms1mv2 recipe');

@@ -1,0 +1,2 @@
+/** @pfc/backbone */
+export const PACKAGE_NAME = '@pfc/backbone';

@@ -1,0 +1,2 @@
+/** @pfc/collective */
+export const PACKAGE_NAME = '@pfc/collective';

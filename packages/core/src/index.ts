@@ -1,0 +1,2 @@
+/** @pfc/core */
+export const PACKAGE_NAME = '@pfc/core';

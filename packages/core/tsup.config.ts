@@ -1,0 +1,5 @@
+import { pfcTsup } from '../../tooling/tsup';
+
+export default pfcTsup({
+  index: 'src/index.ts',
+});

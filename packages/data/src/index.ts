@@ -1,0 +1,2 @@
+/** @pfc/data */
+export const PACKAGE_NAME = '@pfc/data';

@@ -1,0 +1,2 @@
+/** @pfc/eval */
+export const PACKAGE_NAME = '@pfc/eval';

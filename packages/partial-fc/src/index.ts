@@ -1,0 +1,2 @@
+/** @pfc/partial-fc */
+export const PACKAGE_NAME = '@pfc/partial-fc';

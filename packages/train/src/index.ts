@@ -1,0 +1,2 @@
+/** @pfc/train */
+export const PACKAGE_NAME = '@pfc/train';
