@@ -1,0 +1,126 @@
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import { PfcError } from './errors';
+import { registerWasmTrainingKernels } from './wasm-kernels';
+
+/** The tensor backends @pfc can run on, best first. */
+export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** What {@link initBackend} selected. */
+export interface BackendInfo {
+  /** @pfc name of the backend. */
+  name: BackendName;
+  /** The tfjs backend name (`tensorflow`, `wasm`, `cpu`). */
+  tfBackend: string;
+  /** Threads the backend computes with. */
+  threads: number;
+  /** Backends tried before this one, with the reason each was skipped. */
+  skipped: { name: BackendName; reason: string }[];
+}
+
+export interface InitBackendOptions {
+  /** Force a backend; default: `PFC_BACKEND` from the environment, else the best one that loads. */
+  backend?: BackendName;
+  /** Where the one-line selection message goes (default: stderr). Pass `null` to stay silent. */
+  log?: ((message: string) => void) | null;
+  /** Module loader, replaceable in tests to simulate installed or missing native backends. */
+  load?: (moduleName: string) => unknown;
+  /** Environment to read `PFC_BACKEND` from (default `process.env`). */
+  env?: Record<string, string | undefined>;
+}
+
+const NATIVE_MODULE: Record<'tensorflow-gpu' | 'tensorflow', string> = {
+  'tensorflow-gpu': '@tensorflow/tfjs-node-gpu',
+  tensorflow: '@tensorflow/tfjs-node',
+};
+
+const localRequire = createRequire(__filename);
+let announced = '';
+
+function parseBackend(value: string, origin: string): BackendName {
+  if ((BACKEND_NAMES as readonly string[]).includes(value)) return value as BackendName;
+  throw new PfcError(
+    'E_BACKEND_UNKNOWN',
+    `${origin}: unknown backend ${JSON.stringify(value)}; valid names are ${BACKEND_NAMES.join(', ')}`,
+    { details: { value, valid: [...BACKEND_NAMES] } },
+  );
+}
+
+async function tryBackend(name: BackendName, load: (m: string) => unknown): Promise<{ tfBackend: string; threads: number }> {
+  switch (name) {
+    case 'tensorflow-gpu':
+    case 'tensorflow': {
+      load(NATIVE_MODULE[name]);
+      if (!(await tf.setBackend('tensorflow'))) throw new Error('the tensorflow backend did not initialise');
+      return { tfBackend: 'tensorflow', threads: availableParallelism() };
+    }
+    case 'wasm': {
+      load('@tensorflow/tfjs-backend-wasm');
+      registerWasmTrainingKernels();
+      if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
+      return { tfBackend: 'wasm', threads: wasmThreadCount() };
+    }
+    case 'cpu': {
+      load('@tensorflow/tfjs-backend-cpu');
+      if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not initialise');
+      return { tfBackend: 'cpu', threads: 1 };
+    }
+  }
+}
+
+function wasmThreadCount(): number {
+  const backend = tf.backend() as unknown as { wasm?: { _getThreadCount?: () => number } };
+  const fn = backend.wasm?._getThreadCount;
+  return typeof fn === 'function' ? fn() : 1;
+}
+
+/**
+ * Selects and initialises the tensor backend. With no choice given (argument or `PFC_BACKEND`), tries
+ * `@tensorflow/tfjs-node-gpu`, then `@tensorflow/tfjs-node` (optional peers, never required), then the wasm
+ * backend (SIMD, with the training kernels @pfc registers), then the pure-JS cpu backend. A forced backend that
+ * cannot load is an error (`E_BACKEND_UNAVAILABLE`), not a silent fallback. The choice is logged once per process.
+ */
+export async function initBackend(options: InitBackendOptions = {}): Promise<BackendInfo> {
+  const env = options.env ?? process.env;
+  const load = options.load ?? ((m: string) => localRequire(m));
+  const log = options.log === undefined ? (m: string) => process.stderr.write(`${m}\n`) : options.log;
+  const forced =
+    options.backend !== undefined
+      ? parseBackend(options.backend, 'initBackend: option backend')
+      : env.PFC_BACKEND
+        ? parseBackend(env.PFC_BACKEND, 'environment variable PFC_BACKEND')
+        : undefined;
+  const candidates: BackendName[] = forced ? [forced] : [...BACKEND_NAMES];
+  const skipped: BackendInfo['skipped'] = [];
+  for (const name of candidates) {
+    try {
+      const { tfBackend, threads } = await tryBackend(name, load);
+      const info: BackendInfo = { name, tfBackend, threads, skipped };
+      const line = `[pfc] tensor backend: ${name} (${threads} thread${threads === 1 ? '' : 's'})`;
+      if (log && announced !== line) {
+        announced = line;
+        log(line);
+      }
+      return info;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+      if (forced) {
+        throw new PfcError('E_BACKEND_UNAVAILABLE', `backend '${name}' could not be loaded: ${reason}${installHint(name)}`, {
+          cause: err,
+          details: { backend: name },
+        });
+      }
+      skipped.push({ name, reason });
+    }
+  }
+  throw new PfcError('E_BACKEND_UNAVAILABLE', `no tensor backend could be loaded: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+}
+
+function installHint(name: BackendName): string {
+  if (name === 'tensorflow-gpu' || name === 'tensorflow') {
+    return `. Install it with 'npm install ${NATIVE_MODULE[name]}@4.22.0' and approve its install script ('npm install-scripts approve ${NATIVE_MODULE[name]}'); it downloads libtensorflow.`;
+  }
+  return '';
+}

@@ -1,0 +1,33 @@
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+
+/**
+ * Writes a file atomically: the bytes go to a temporary file in the same directory, are flushed to disk,
+ * and the temporary file is renamed over `path`. A crash leaves either the old file or the new one, never a torn one.
+ * @param chunks bytes to write in order
+ */
+export function writeFileAtomic(path: string, chunks: Uint8Array | readonly Uint8Array[]): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const list = chunks instanceof Uint8Array ? [chunks] : chunks;
+  const fd = openSync(tmp, 'w');
+  try {
+    for (const c of list) {
+      let off = 0;
+      while (off < c.byteLength) off += writeSync(fd, c, off, c.byteLength - off);
+    }
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  try {
+    const dfd = openSync(dirname(path), 'r');
+    fsyncSync(dfd);
+    closeSync(dfd);
+  } catch {
+    // directories cannot be fsync'ed on every platform; the rename is still atomic
+  }
+}
