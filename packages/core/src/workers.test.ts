@@ -28,8 +28,8 @@ describe('workerScript', () => {
 
   it('points a built caller at the built worker with the same extension', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pfc-w-'));
-    writeFileSync(join(dir, 'w.cjs'), '');
-    expect(workerScript(join(dir, 'index.cjs'), dir, 'w')).toEqual({ filename: join(dir, 'w.cjs'), entry: join(dir, 'w.cjs'), eval: false, execArgv: [] });
+    writeFileSync(join(dir, 'w.mjs'), '');
+    expect(workerScript(join(dir, 'index.mjs'), dir, 'w')).toEqual({ filename: join(dir, 'w.mjs'), entry: join(dir, 'w.mjs'), eval: false, execArgv: [] });
     expect(workerScript(join(dir, 'index.js'), dir, 'w').filename).toBe(join(dir, 'w.js'));
   });
 });

@@ -15,15 +15,15 @@ export interface WorkerScript {
 /**
  * Locates the worker script `<dir>/<base>` that sits beside the calling module, whether the caller runs from
  * TypeScript sources (tests, `tsx`: the worker is `<base>.ts`, loaded through tsx with the `@pfc/source`
- * export condition so it too reads sources) or from the built package (`<base>.js` or `<base>.cjs`, matching the caller).
+ * export condition so it too reads sources) or from the built package (`<base>.js` or `<base>.mjs`, matching the caller).
  * @param callerFilename the caller's `__filename`
  * @param dir the caller's `__dirname`
  * @param base the worker's file name without extension
  */
 export function workerScript(callerFilename: string, dir: string, base: string): WorkerScript {
   if (callerFilename.endsWith('.ts')) {
-    // Node 20 does not apply ESM loader hooks to a worker's entry module, and @pfc packages are
-    // "type": "module", so the worker is bootstrapped through tsx's CommonJS hook, which compiles any .ts on require.
+    // Node 20 does not apply ESM loader hooks to a worker's entry module, so the worker is bootstrapped through
+    // tsx's CommonJS hook, which compiles any .ts on require.
     const tsxCjs = createRequire(callerFilename).resolve('tsx/cjs');
     const filename = join(dir, `${base}.ts`);
     return {
@@ -33,7 +33,7 @@ export function workerScript(callerFilename: string, dir: string, base: string):
       execArgv: ['--conditions=@pfc/source'],
     };
   }
-  const ext = callerFilename.endsWith('.cjs') ? '.cjs' : '.js';
+  const ext = callerFilename.endsWith('.mjs') ? '.mjs' : '.js';
   const filename = join(dir, `${base}${ext}`);
   const found = existsSync(filename) ? filename : join(dir, `${base}.js`);
   return { filename: found, entry: found, eval: false, execArgv: [] };
