@@ -1,2 +1,10 @@
-/** @pfc/eval */
-export const PACKAGE_NAME = '@pfc/eval';
+/**
+ * @pfc/eval — face verification evaluation usable with any face model: InsightFace `.bin` 10-fold verification
+ * and IJB-B/IJB-C 1:1 TAR@FAR, numerically equal to the reference (`recognition/arcface_torch`).
+ */
+export { parsePickle, isPickledTuple, isPickledNdarray } from './pickle';
+export type { PickleValue, PickledTuple, PickledNdarray } from './pickle';
+export { parseVerificationBin, readVerificationBin, encodeVerificationBin, writeVerificationBin } from './bin';
+export type { VerificationBin } from './bin';
+export { decodeImage, resizeImage, flipHorizontal } from './image';
+export type { RgbImage } from './image';

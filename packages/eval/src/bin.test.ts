@@ -1,0 +1,127 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PfcError } from '@pfc/core';
+import { encodeVerificationBin, parseVerificationBin, readVerificationBin, writeVerificationBin } from './bin';
+import { decodeImage } from './image';
+import { parsePickle } from './pickle';
+
+const shared = join(__dirname, '../../../../shared');
+const fixtures = join(shared, 'fixtures');
+const realBin = join(shared, 'realdata/bin');
+
+const enc = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+const expectCode = (fn: () => unknown, code: string) => {
+  try {
+    fn();
+  } catch (err) {
+    expect(PfcError.is(err)).toBe(true);
+    expect((err as PfcError).code).toBe(code);
+    return err as PfcError;
+  }
+  throw new Error(`expected ${code}`);
+};
+
+describe('safe pickle subset', () => {
+  it('refuses GLOBAL of os.system (protocol 2, GLOBAL + REDUCE) before calling anything', () => {
+    // pickle.dumps(Evil(), 2) with __reduce__ = (os.system, ('echo pwned',))
+    const evil = enc('\x80\x02cposix\nsystem\nq\x00X\x0a\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.');
+    const err = expectCode(() => parsePickle(evil, 'evil.bin'), 'E_PICKLE_UNSAFE');
+    expect(err.message).toContain("posix.system");
+    expect(err.message).toContain('evil.bin');
+    expect(err.details.offset).toBe(2);
+  });
+
+  it('refuses STACK_GLOBAL of builtins.eval (protocol 4)', () => {
+    const evil = enc('\x80\x04\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94\x8c\x011\x94\x85\x94R\x94.');
+    expectCode(() => parseVerificationBin(evil, 'evil4.bin'), 'E_PICKLE_UNSAFE');
+  });
+
+  it('refuses calling a whitelisted class directly, an unsafe codec, and opcodes outside the subset', () => {
+    // numpy.ndarray((3,)) via REDUCE: the class is only accepted as _reconstruct's argument
+    expectCode(() => parsePickle(enc('\x80\x02cnumpy\nndarray\nK\x03\x85\x85R.')), 'E_PICKLE_UNSAFE');
+    // _codecs.encode('x', 'rot13')
+    expectCode(() => parsePickle(enc('\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R.')), 'E_PICKLE_UNSAFE');
+    // INST, OBJ, NEWOBJ, EMPTY_DICT (dicts are not needed by .bin files)
+    for (const body of ['(iposix\nsystem\n.', '(cposix\nsystem\no.', '\x80\x02cnumpy\ndtype\n)\x81.', '\x80\x02}.']) {
+      expectCode(() => parsePickle(enc(body)), 'E_PICKLE_UNSAFE');
+    }
+    // a REDUCE whose callable is a plain value
+    expectCode(() => parsePickle(enc('\x80\x02K\x01)R.')), 'E_PICKLE_UNSAFE');
+  });
+
+  it('reports truncation and bad structure with E_PICKLE_FORMAT / E_BIN_FORMAT and the byte offset', () => {
+    const err = expectCode(() => parsePickle(enc('\x80\x04B\xff\x00\x00\x00ab'), 't.bin'), 'E_PICKLE_FORMAT');
+    expect(err.message).toMatch(/t\.bin: truncated.*byte offset 2/);
+    expectCode(() => parsePickle(enc('\x80\x02h\x05.')), 'E_PICKLE_FORMAT');
+    // ([b'a'], [True, False]): 1 image for 2 pairs
+    expectCode(() => parseVerificationBin(enc('\x80\x04]C\x01a\x85]\x88\x89\x86\x86.')), 'E_PICKLE_FORMAT');
+    expectCode(() => parseVerificationBin(enc('\x80\x04](C\x01aC\x01be](\x88\x89e\x86.')), 'E_BIN_FORMAT');
+    expectCode(() => parseVerificationBin(enc('\x80\x04K\x01.')), 'E_BIN_FORMAT');
+  });
+
+  it('refuses numpy arrays that are not uint8', () => {
+    const f4 = enc('\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R(K\x01K\x01\x85cnumpy\ndtype\nX\x02\x00\x00\x00f4\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89C\x04\x00\x00\x80?tb.');
+    expectCode(() => parsePickle(f4), 'E_PICKLE_DTYPE');
+  });
+});
+
+describe('verification .bin round trip', () => {
+  it('writes protocol 4 with frames and reads back the same bytes and labels', () => {
+    const images = Array.from({ length: 6 }, (_, i) => Uint8Array.from({ length: i === 2 ? 70000 : 10 + 50 * i }, (_, k) => (k * 7 + i) & 255));
+    const issame = [true, false, true];
+    const bytes = encodeVerificationBin(images, issame);
+    expect([bytes[0], bytes[1], bytes[2]]).toEqual([0x80, 4, 0x95]);
+    const back = parseVerificationBin(bytes);
+    expect(back.protocol).toBe(4);
+    expect(back.issame).toEqual(issame);
+    expect(back.images.map((b) => Buffer.from(b).toString('hex'))).toEqual(images.map((b) => Buffer.from(b).toString('hex')));
+    const dir = mkdtempSync(join(tmpdir(), 'pfc-eval-bin-'));
+    writeVerificationBin(join(dir, 'x.bin'), images, issame);
+    expect(readVerificationBin(join(dir, 'x.bin')).issame).toEqual(issame);
+  });
+
+  it('rejects an image count that is not twice the pair count', () => {
+    expectCode(() => encodeVerificationBin([new Uint8Array(1)], [true]), 'E_ARGUMENT');
+  });
+
+  it('names a missing file', () => {
+    const err = expectCode(() => readVerificationBin('/nonexistent/lfw.bin'), 'E_NOT_FOUND');
+    expect(err.message).toContain('/nonexistent/lfw.bin');
+  });
+});
+
+describe('fixtures and real .bin files', () => {
+  const manifest = join(fixtures, 'manifest.json');
+  (existsSync(manifest) ? it : it.skip)('reads the Python 2, Python 3 and numpy-array fixtures identically', async () => {
+    const m = JSON.parse(readFileSync(manifest, 'utf8')) as {
+      images: { jpeg_sha256: string }[];
+      verification_bin: { issame_list: boolean[]; files: Record<string, { pickle_protocol: number }> };
+    };
+    for (const [name, info] of Object.entries(m.verification_bin.files)) {
+      const bin = readVerificationBin(join(fixtures, name));
+      expect(bin.protocol).toBe(info.pickle_protocol);
+      expect(bin.issame).toEqual(m.verification_bin.issame_list);
+      expect(bin.images.map((b) => createHash('sha256').update(b).digest('hex'))).toEqual(m.images.map((i) => i.jpeg_sha256));
+    }
+    const img = await decodeImage(readVerificationBin(join(fixtures, 'verif_py3.bin')).images[0]!);
+    expect([img.width, img.height]).toEqual([112, 112]);
+  });
+
+  (existsSync(realBin) ? it : it.skip)('parses the real protocol 3 (numpy arrays) and protocol 4 (frames) files', async () => {
+    const files = readdirSync(realBin).filter((f) => f.endsWith('.bin'));
+    expect(files.length).toBeGreaterThanOrEqual(2);
+    const lfw = readVerificationBin(join(realBin, 'insightface_small_lfw.bin'));
+    expect(lfw.protocol).toBe(3);
+    expect(lfw.images).toHaveLength(20);
+    expect(lfw.issame).toEqual(new Array(10).fill(true));
+    const first = await decodeImage(lfw.images[0]!);
+    expect([first.width, first.height]).toEqual([112, 112]);
+    const fid = readVerificationBin(join(realBin, 'faceid_processing_validation.bin'));
+    expect(fid.protocol).toBe(4);
+    expect(fid.images).toHaveLength(1498);
+    expect(fid.issame).toHaveLength(749);
+    expect(fid.images.every((b) => b[0] === 0xff && b[1] === 0xd8)).toBe(true);
+  });
+});
