@@ -8,3 +8,7 @@ export { parseVerificationBin, readVerificationBin, encodeVerificationBin, write
 export type { VerificationBin } from './bin';
 export { decodeImage, resizeImage, flipHorizontal } from './image';
 export type { RgbImage } from './image';
+export { evaluateVerification, evaluateDistances, pairDistances, l2NormalizeRows, kFoldBounds, referenceThresholds } from './verification';
+export type { VerificationResult, VerificationEmbeddingsResult, VerificationFold, EvaluateVerificationOptions, VerificationEmbeddingsOptions } from './verification';
+export { rocCurve, auc, tarAtFar, formatTar, formatFixed, IJB_FARS } from './roc';
+export type { RocCurve, RocOptions, TarAtFar } from './roc';
