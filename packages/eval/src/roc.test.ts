@@ -37,7 +37,7 @@ describe('ROC and TAR@FAR', () => {
     expect(Array.from(big.fpr)).toEqual(Array.from(bigAgain.fpr));
     // recompute the big curve on the comparison path by brute force over distinct thresholds
     const distinct = Array.from(new Set(Array.from(scores, (s) => (s === 0 ? 0 : s)))).sort((a, b) => b - a);
-    const P = labels.reduce((a, b) => a + b, 0);
+    const P = labels.reduce((a: number, b) => a + b, 0);
     const N = n - P;
     const brute = distinct.map((t) => {
       let tp = 0;
