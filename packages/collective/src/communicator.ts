@@ -50,6 +50,13 @@ export interface Communicator {
 
   /** Releases the communicator's resources. Further calls fail. */
   close(): Promise<void>;
+
+  /**
+   * Optional: marks the whole group failed because this rank cannot go on (`reason`), so that the other ranks'
+   * collectives fail promptly with `E_RANK_FAILED` instead of waiting for a timeout (MPI: `MPI_Abort`, which ends
+   * the job). Call it from a rank's error handler before giving up.
+   */
+  abort?(reason?: unknown): void;
 }
 
 /** Default slice lengths of {@link Communicator.reduceScatter}: `n` split as evenly as possible over `worldSize`. */
