@@ -334,14 +334,16 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
     progress?.stop();
     reader.close();
   }
-  // a damaged region reported by both passes is listed once
   const seen = new Set<string>();
-  const unique = problems.filter((p) => {
+  // a damaged region reported by both passes is listed once, with its key when the index pass knew it
+  const keyedFirst = [...problems].sort((a, b) => (a.key === null ? 1 : 0) - (b.key === null ? 1 : 0));
+  const unique = keyedFirst.filter((p) => {
     const k = `${p.code}@${p.offset}`;
     if (seen.has(k)) return false;
     seen.add(k);
     return true;
   });
+  unique.sort((a, b) => a.offset - b.offset);
   return { rec, records: scanned, images, problems: unique };
 }
 
