@@ -1,0 +1,219 @@
+/**
+ * Convolution gradients for the wasm backend, each computed as one forward convolution (which XNNPACK runs fast)
+ * on rearranged operands. Shapes are NHWC, filters `[filterHeight, filterWidth, inChannels, outChannels]`
+ * (depthwise: `[filterHeight, filterWidth, inChannels, channelMultiplier]`), all float32.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { backend_util } from '@tensorflow/tfjs-core';
+import { PfcError } from '../errors';
+import { cropForPads, explicitPad, zeroUpsample } from './tensors';
+
+type Pad = 'same' | 'valid' | number | backend_util.ExplicitPadding;
+type Rounding = 'floor' | 'round' | 'ceil' | undefined;
+
+/** Geometry of a forward convolution, as the gradient kernels receive it. */
+export interface ConvGeometry {
+  strides: number | [number, number];
+  dilations: number | [number, number];
+  pad: Pad;
+  dimRoundingMode?: Rounding;
+}
+
+function convInfo(
+  op: string,
+  xShape: readonly number[],
+  filterShape: readonly number[],
+  g: ConvGeometry,
+  depthwise: boolean,
+  dataFormat?: string,
+): backend_util.Conv2DInfo {
+  if (dataFormat !== undefined && dataFormat !== 'NHWC' && dataFormat !== 'channelsLast') {
+    throw new PfcError('E_WASM_KERNEL', `${op}: dataFormat ${JSON.stringify(dataFormat)} is not supported by the wasm backend; expected 'NHWC'`, {
+      details: { op, dataFormat },
+    });
+  }
+  if (xShape.length !== 4 || filterShape.length !== 4) {
+    throw new PfcError('E_WASM_KERNEL', `${op}: input shape [${xShape.join(', ')}] and filter shape [${filterShape.join(', ')}] must both be rank 4`, {
+      details: { op, xShape: [...xShape], filterShape: [...filterShape] },
+    });
+  }
+  return backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    g.strides,
+    g.dilations,
+    g.pad,
+    g.dimRoundingMode,
+    depthwise,
+    'channelsLast',
+  );
+}
+
+function checkDy(op: string, dy: tf.Tensor, info: backend_util.Conv2DInfo): void {
+  const expected = info.outShape;
+  if (dy.rank !== 4 || dy.shape.some((d, i) => d !== expected[i])) {
+    throw new PfcError('E_WASM_KERNEL', `${op}: dy has shape [${dy.shape.join(', ')}]; the forward convolution's output shape is [${expected.join(', ')}]`, {
+      details: { op, dyShape: [...dy.shape], expected: [...expected] },
+    });
+  }
+}
+
+/**
+ * Rows (or columns) of the input that a filter gradient reads: the padded span starts at `-padBefore` and ends at
+ * the last tap of the last output. Returns the pad after the input (negative: rows to crop).
+ */
+function padAfter(inSize: number, padBefore: number, filterSize: number, dilation: number, outSize: number, stride: number): number {
+  const needed = (filterSize - 1) * dilation + (outSize - 1) * stride + 1;
+  return needed - padBefore - inSize;
+}
+
+/**
+ * Gradient of `conv2d` with respect to its filter, as a forward convolution of the input with batch and channels
+ * swapped (`[inChannels, H, W, N]`) by dy used as the filter (`[outH, outW, N, outChannels]`); the forward stride
+ * becomes the dilation and the forward dilation the stride.
+ * @param x `[N, H, W, inChannels]`
+ * @param dy `[N, outH, outW, outChannels]`
+ * @returns `[filterHeight, filterWidth, inChannels, outChannels]`
+ */
+export function conv2dFilterGrad(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: [number, number, number, number],
+  g: ConvGeometry,
+  dataFormat?: string,
+): tf.Tensor4D {
+  const op = 'Conv2DBackpropFilter';
+  const info = convInfo(op, x.shape, filterShape, g, false, dataFormat);
+  checkDy(op, dy, info);
+  const { top, left } = info.padInfo;
+  const bottom = padAfter(info.inHeight, top, info.filterHeight, info.dilationHeight, info.outHeight, info.strideHeight);
+  const right = padAfter(info.inWidth, left, info.filterWidth, info.dilationWidth, info.outWidth, info.strideWidth);
+  const { x: xc, pads } = cropForPads(x, top, bottom, left, right);
+  const xT = tf.transpose(xc, [3, 1, 2, 0]);
+  const dyT = tf.transpose(dy, [1, 2, 0, 3]);
+  const out = tf.engine().runKernel(
+    'Conv2D',
+    { x: xT, filter: dyT },
+    {
+      strides: [info.dilationHeight, info.dilationWidth],
+      dilations: [info.strideHeight, info.strideWidth],
+      pad: explicitPad(pads),
+      dataFormat: 'NHWC',
+    },
+  ) as tf.Tensor4D;
+  return tf.transpose(out, [1, 2, 0, 3]);
+}
+
+/**
+ * Pads for the input gradient: a stride-1 convolution of the zero-upsampled dy (`outH*strideH` rows) with the
+ * rotated filter must give `inH` rows.
+ */
+function inputGradPads(info: backend_util.Conv2DInfo): [number, number, number, number] {
+  const effH = (info.filterHeight - 1) * info.dilationHeight;
+  const effW = (info.filterWidth - 1) * info.dilationWidth;
+  const top = effH - info.padInfo.top;
+  const left = effW - info.padInfo.left;
+  const bottom = info.inHeight - info.outHeight * info.strideHeight + info.padInfo.top;
+  const right = info.inWidth - info.outWidth * info.strideWidth + info.padInfo.left;
+  return [top, bottom, left, right];
+}
+
+/**
+ * Gradient of `conv2d` with respect to its input (also the forward pass of `conv2dTranspose`), as a stride-1 forward
+ * convolution of the zero-upsampled dy with the spatially rotated filter whose in/out channels are swapped.
+ * @param inputShape `[N, H, W, inChannels]`
+ * @param dy `[N, outH, outW, outChannels]`
+ * @param filter `[filterHeight, filterWidth, inChannels, outChannels]`
+ * @returns `[N, H, W, inChannels]`
+ */
+export function conv2dInputGrad(
+  inputShape: [number, number, number, number],
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  g: ConvGeometry,
+  dataFormat?: string,
+): tf.Tensor4D {
+  const op = 'Conv2DBackpropInput';
+  const info = convInfo(op, inputShape, filter.shape, g, false, dataFormat);
+  checkDy(op, dy, info);
+  const up = zeroUpsample(dy, info.strideHeight, info.strideWidth);
+  const [t, b, l, r] = inputGradPads(info);
+  const { x: upc, pads } = cropForPads(up, t, b, l, r);
+  const rotated = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
+  return tf.engine().runKernel(
+    'Conv2D',
+    { x: upc, filter: rotated },
+    { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: explicitPad(pads), dataFormat: 'NHWC' },
+  ) as tf.Tensor4D;
+}
+
+/**
+ * Gradient of `depthwiseConv2d` with respect to its filter, as one depthwise convolution with batch 1 whose channels
+ * are the (channel, example) pairs of the input and whose per-channel filters are the matching dy planes; the
+ * examples are then summed.
+ * @param x `[N, H, W, C]`
+ * @param dy `[N, outH, outW, C*M]`
+ * @returns `[filterHeight, filterWidth, C, M]`
+ */
+export function depthwiseFilterGrad(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: [number, number, number, number],
+  g: ConvGeometry,
+): tf.Tensor4D {
+  const op = 'DepthwiseConv2dNativeBackpropFilter';
+  const info = convInfo(op, x.shape, filterShape, g, true);
+  checkDy(op, dy, info);
+  const [fh, fw, c, m] = filterShape;
+  const n = info.batchSize;
+  const { top, left } = info.padInfo;
+  const bottom = padAfter(info.inHeight, top, fh, info.dilationHeight, info.outHeight, info.strideHeight);
+  const right = padAfter(info.inWidth, left, fw, info.dilationWidth, info.outWidth, info.strideWidth);
+  const { x: xc, pads } = cropForPads(x, top, bottom, left, right);
+  const [, hc, wc] = xc.shape;
+  const image = tf.reshape(tf.transpose(xc, [1, 2, 3, 0]), [1, hc, wc, c * n]);
+  const planes = tf.reshape(tf.transpose(tf.reshape(dy, [n, info.outHeight, info.outWidth, c, m]), [1, 2, 3, 0, 4]), [
+    info.outHeight,
+    info.outWidth,
+    c * n,
+    m,
+  ]);
+  const out = tf.engine().runKernel(
+    'DepthwiseConv2dNative',
+    { x: image, filter: planes },
+    { strides: [info.dilationHeight, info.dilationWidth], dilations: [info.strideHeight, info.strideWidth], pad: explicitPad(pads) },
+  ) as tf.Tensor4D;
+  return n === 1 ? tf.reshape(out, [fh, fw, c, m]) : tf.sum(tf.reshape(out, [fh, fw, c, n, m]), 3);
+}
+
+/**
+ * Gradient of `depthwiseConv2d` with respect to its input, as a stride-1 depthwise convolution of the zero-upsampled
+ * dy (C*M channels) with the rotated filter, then a sum over the channel multiplier.
+ * @param inputShape `[N, H, W, C]`
+ * @param dy `[N, outH, outW, C*M]`
+ * @param filter `[filterHeight, filterWidth, C, M]`
+ * @returns `[N, H, W, C]`
+ */
+export function depthwiseInputGrad(
+  inputShape: [number, number, number, number],
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  g: ConvGeometry,
+): tf.Tensor4D {
+  const op = 'DepthwiseConv2dNativeBackpropInput';
+  const info = convInfo(op, inputShape, filter.shape, g, true);
+  checkDy(op, dy, info);
+  const [fh, fw, c, m] = filter.shape;
+  const up = zeroUpsample(dy, info.strideHeight, info.strideWidth);
+  const [t, b, l, r] = inputGradPads(info);
+  const { x: upc, pads } = cropForPads(up, t, b, l, r);
+  const rotated = tf.reshape(tf.reverse(filter, [0, 1]), [fh, fw, c * m, 1]);
+  const z = tf.engine().runKernel(
+    'DepthwiseConv2dNative',
+    { x: upc, filter: rotated },
+    { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: explicitPad(pads) },
+  ) as tf.Tensor4D;
+  if (m === 1) return z;
+  const [n, h, w] = inputShape;
+  return tf.sum(tf.reshape(z, [n, h, w, c, m]), 4);
+}
