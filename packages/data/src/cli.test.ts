@@ -1,0 +1,83 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main } from './cli';
+import { encodePng } from './image';
+import { synthIdentityImage } from './synth';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'pfc-cli-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s), progress: false });
+  return { code, out, err };
+}
+
+describe('pfc-data', () => {
+  it('synth → inspect → verify → index → unpack', async () => {
+    const prefix = join(dir, 'train');
+    let r = await run('synth', prefix, '--identities', '3', '--per-identity', '4', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ images: 12, identities: 3 });
+    r = await run('inspect', `${prefix}.rec`, '--json');
+    const info = JSON.parse(r.out);
+    expect(info).toMatchObject({ layout: 'insightface-header', records: 16, images: 12, numClasses: 3, classesSeen: 3 });
+    expect(info.imagesPerIdentity).toEqual({ min: 4, max: 4, mean: 4, histogram: { '4-7': 3 } });
+    expect(info.firstImage).toEqual({ format: 'jpeg', width: 112, height: 112 });
+    r = await run('inspect', `${prefix}.rec`);
+    expect(r.out).toContain('InsightFace (header record 0)');
+    r = await run('verify', `${prefix}.rec`, '--size', '112x112');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('0 problem(s)');
+    const idx = readFileSync(`${prefix}.idx`, 'utf8');
+    rmSync(`${prefix}.idx`);
+    r = await run('index', `${prefix}.rec`);
+    expect(r.code).toBe(0);
+    expect(readFileSync(`${prefix}.idx`, 'utf8')).toBe(idx);
+    r = await run('unpack', `${prefix}.rec`, join(dir, 'out'));
+    expect(r.out).toContain('wrote 12 images');
+    expect(existsSync(join(dir, 'out', '2', '12.jpg'))).toBe(true);
+  });
+
+  it('pack packs a folder; verify lists every bad record and exits 1', async () => {
+    const src = join(dir, 'faces');
+    for (const [c, name] of ['alice', 'bob'].entries()) {
+      mkdirSync(join(src, name), { recursive: true });
+      for (let j = 0; j < 3; j++) writeFileSync(join(src, name, `${j}.png`), encodePng(synthIdentityImage(c, j)));
+    }
+    let r = await run('pack', src, join(dir, 'packed'), '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ images: 6, identities: 2 });
+    // damage: an undecodable image (key 2) and a wrong magic (key 5)
+    const rec = join(dir, 'packed.rec');
+    const bytes = readFileSync(rec);
+    const offsets = new Map(readFileSync(join(dir, 'packed.idx'), 'utf8').trim().split('\n').map((l) => l.split('\t').map(Number) as [number, number]));
+    bytes.fill(0x11, offsets.get(2)! + 8 + 24, offsets.get(2)! + 8 + 40);
+    bytes.writeUInt32LE(0, offsets.get(5)!);
+    writeFileSync(rec, bytes);
+    r = await run('verify', rec, '--json');
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.out);
+    expect(rep.problems.map((p: { key: number; code: string; offset: number }) => [p.key, p.code, p.offset])).toEqual([
+      [2, 'E_IMAGE_DECODE', offsets.get(2)],
+      [5, 'E_RECORDIO_MAGIC', offsets.get(5)],
+    ]);
+    r = await run('verify', rec);
+    expect(r.out).toMatch(/E_IMAGE_DECODE\tkey 2\toffset \d+/);
+  });
+
+  it('reports usage errors with exit 2, PfcErrors with their code and exit 1, and has --help with examples', async () => {
+    expect((await run('synth', join(dir, 'x'), '--identities', '0', '--per-identity', '2')).code).toBe(2);
+    const r = await run('inspect', join(dir, 'missing.rec'));
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('E_RECORDIO_OPEN');
+    const h = await run('verify', '--help');
+    expect(h.code).toBe(0);
+    expect(h.out).toContain('Examples:');
+  });
+});
