@@ -74,28 +74,38 @@ export function synthIdentityImage(identitySeed: number, sampleIndex: number, op
     xw[x] = f * f * (3 - 2 * f);
   }
   let state = rng.nextUint32() | 1;
+  // grid rows interpolated along x once per grid row (rows j and j+1), reused by every pixel row between them
+  const rowCache = Array.from({ length: g }, () => null as Float32Array | null);
+  const interpRow = (j: number): Float32Array => {
+    let r = rowCache[j];
+    if (r) return r;
+    r = new Float32Array(size * 3);
+    const r0 = j * g * 3;
+    for (let x = 0; x < size; x++) {
+      const i3 = r0 + xs[x]! * 3;
+      const fx = xw[x]!;
+      for (let c = 0; c < 3; c++) r[x * 3 + c] = base[i3 + c]! + (base[i3 + 3 + c]! - base[i3 + c]!) * fx;
+    }
+    rowCache[j] = r;
+    return r;
+  };
+  const scale = (2 * noise) / 4294967296;
   for (let y = 0; y < size; y++) {
     const v = Math.min(Math.max((y + dy) / cell + 1, 0), g - 1.0001);
     const j = Math.floor(v);
     let fy = v - j;
     fy = fy * fy * (3 - 2 * fy);
-    const r0 = j * g * 3;
-    const r1 = (j + 1) * g * 3;
-    for (let x = 0; x < size; x++) {
-      const i3 = xs[x]! * 3;
-      const fx = xw[x]!;
-      const o = (y * size + x) * 3;
-      for (let c = 0; c < 3; c++) {
-        const a = base[r0 + i3 + c]! + (base[r0 + i3 + 3 + c]! - base[r0 + i3 + c]!) * fx;
-        const b = base[r1 + i3 + c]! + (base[r1 + i3 + 3 + c]! - base[r1 + i3 + c]!) * fx;
-        // xorshift32 for the noise: a full Rng draw per pixel would dominate the cost
-        state ^= state << 13;
-        state ^= state >>> 17;
-        state ^= state << 5;
-        const n = ((state >>> 0) / 4294967296 - 0.5) * 2 * noise;
-        const val = a + (b - a) * fy + db + n;
-        data[o + c] = val < 0 ? 0 : val > 255 ? 255 : Math.round(val);
-      }
+    const ra = interpRow(j);
+    const rb = interpRow(j + 1);
+    const o = y * size * 3;
+    for (let k = 0; k < size * 3; k++) {
+      // xorshift32 for the noise: a full Rng draw per value would dominate the cost
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      const a = ra[k]!;
+      const val = a + (rb[k]! - a) * fy + db + ((state >>> 0) * scale - noise) + 0.5;
+      data[o + k] = val < 0 ? 0 : val > 255 ? 255 : val | 0;
     }
   }
   return { width: size, height: size, data };
