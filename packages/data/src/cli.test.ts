@@ -2,7 +2,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from './cli';
-import { encodePng } from './image';
+import { encodeJpegJs, encodePng } from './image';
+import { packRecord } from './irheader';
+import { RecordIOWriter } from './recordio';
 import { synthIdentityImage } from './synth';
 
 let dir: string;
@@ -69,6 +71,32 @@ describe('pfc-data', () => {
     ]);
     r = await run('verify', rec);
     expect(r.out).toMatch(/E_IMAGE_DECODE\tkey 2\toffset \d+/);
+  });
+
+  it('verify lists wrong magic, truncation, .idx past the end, undecodable image and label array together', async () => {
+    const rec = join(dir, 'plain.rec');
+    const w = new RecordIOWriter(rec);
+    const offsets: number[] = [];
+    for (let k = 0; k < 8; k++) {
+      const jpeg = encodeJpegJs(synthIdentityImage(k, 0), 90);
+      offsets.push(w.write(k, packRecord(k === 2 ? { label: [1, 0], id: k } : { label: k % 2, id: k }, jpeg)));
+    }
+    w.close();
+    const bytes = readFileSync(rec);
+    bytes.fill(0x11, offsets[4]! + 8 + 24 + 2, offsets[4]! + 8 + 24 + 20); // key 4: JPEG header destroyed
+    bytes.writeUInt32LE(0x12345678, offsets[5]!); // key 5: wrong magic
+    writeFileSync(rec, bytes.subarray(0, offsets[6]! + 100)); // key 6 truncated, key 7 past the end
+    const r = await run('verify', rec, '--json');
+    expect(r.code).toBe(1);
+    const got = JSON.parse(r.out).problems.map((p: { key: number; code: string; offset: number }) => [p.key, p.code, p.offset]);
+    expect(got).toEqual([
+      [2, 'E_LABEL_SCALAR', offsets[2]],
+      [4, 'E_IMAGE_DECODE', offsets[4]],
+      [5, 'E_RECORDIO_MAGIC', offsets[5]],
+      [6, 'E_RECORDIO_TRUNCATED', offsets[6]],
+      [7, 'E_RECORDIO_IDX', offsets[7]],
+    ]);
+    for (const p of JSON.parse(r.out).problems) expect(p.message).toContain(String(p.offset));
   });
 
   it('reports usage errors with exit 2, PfcErrors with their code and exit 1, and has --help with examples', async () => {

@@ -233,6 +233,10 @@ describe('damaged files', () => {
     expect(() => new RecordIOReader(path)).toThrow(
       expect.objectContaining({ code: 'E_RECORDIO_IDX', message: expect.stringMatching(/key 2 has byte offset 99999/) }),
     );
+    const lenient = new RecordIOReader(path, { badIndex: 'drop' });
+    expect(lenient.keys).toEqual([0, 1]);
+    expect(lenient.badIndexEntries.map((e) => e.details.key)).toEqual([2]);
+    lenient.close();
   });
 
   it('.idx offset not at a record start: E_RECORDIO_MAGIC', () => {

@@ -157,6 +157,11 @@ export function idxPathFor(recPath: string): string {
 export interface RecordIOReaderOptions {
   /** Path of the `.idx`; default the `.rec` path with `.idx`. `null` scans the file for record offsets instead. */
   idx?: string | null;
+  /**
+   * `.idx` entries whose offset lies past the end of the `.rec`: throw `E_RECORDIO_IDX` (default) or leave them out
+   * of `keys` and list them in `badIndexEntries` (for tools that report every problem).
+   */
+  badIndex?: 'error' | 'drop';
 }
 
 /**
@@ -170,6 +175,8 @@ export class RecordIOReader {
   /** Whether the keys came from an `.idx` (false: the file was scanned). */
   readonly indexed: boolean;
   readonly fileSize: number;
+  /** `.idx` errors left out with `badIndex: 'drop'`. */
+  readonly badIndexEntries: PfcError[] = [];
   private readonly offsets: Map<number, number>;
   private fd: number;
 
@@ -188,17 +195,26 @@ export class RecordIOReader {
     this.fileSize = fstatSync(this.fd).size;
     const idx = options.idx === undefined ? idxPathFor(path) : options.idx;
     if (idx !== null && existsSync(idx)) {
-      const { keys, offsets } = parseIdx(readFileSync(idx, 'utf8'), idx);
-      for (const k of keys) {
-        const o = offsets.get(k)!;
+      const parsed = parseIdx(readFileSync(idx, 'utf8'), idx);
+      const keys: number[] = [];
+      const offsets = new Map<number, number>();
+      for (const k of parsed.keys) {
+        const o = parsed.offsets.get(k)!;
         if (o + 8 > this.fileSize) {
-          closeSync(this.fd);
-          throw new PfcError(
+          const err = new PfcError(
             'E_RECORDIO_IDX',
             `RecordIO: ${idx}: key ${k} has byte offset ${o}, past the end of ${path} (size ${this.fileSize})`,
             { details: { file: idx, rec: path, key: k, offset: o, fileSize: this.fileSize } },
           );
+          if (options.badIndex !== 'drop') {
+            closeSync(this.fd);
+            throw err;
+          }
+          this.badIndexEntries.push(err);
+          continue;
         }
+        keys.push(k);
+        offsets.set(k, o);
       }
       this.keys = keys;
       this.offsets = offsets;

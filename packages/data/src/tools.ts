@@ -285,11 +285,12 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
   // 2. the index and every image through it
   let reader: RecordIOReader;
   try {
-    reader = new RecordIOReader(rec, existsSync(idxPathFor(rec)) ? {} : { idx: null });
+    reader = new RecordIOReader(rec, existsSync(idxPathFor(rec)) ? { badIndex: 'drop' } : { idx: null });
   } catch (e) {
     add(null, 0, e);
     return { rec, records: scanned, images: 0, problems };
   }
+  for (const e of reader.badIndexEntries) add(e.details.key as number, e.details.offset as number, e);
   let layout: RecordLayout = 'im2rec';
   let imageKeys: Set<number> | null = null;
   try {
