@@ -83,12 +83,13 @@ function flagFreeMatMul(native: KernelConfig): KernelFunc {
   return fn;
 }
 
-function register(kernelName: string, kernelFunc: KernelFunc, native?: KernelConfig): void {
+function register(kernelName: string, kernelFunc: KernelFunc): void {
   const existing = getKernel(kernelName, BACKEND);
   if (existing && ours.has(existing.kernelFunc)) return;
   if (existing) unregisterKernel(kernelName, BACKEND);
-  // A replaced kernel keeps the native setup (it binds the wasm function the native kernelFunc calls).
-  registerKernel({ kernelName, backendName: BACKEND, kernelFunc, setupFunc: native?.setupFunc, disposeFunc: native?.disposeFunc });
+  // A replaced kernel keeps the native setup: it binds the wasm function the native kernelFunc calls, which the
+  // matmul wrappers call through and which stays usable for comparisons (benchmarks/src/kernels.ts).
+  registerKernel({ kernelName, backendName: BACKEND, kernelFunc, setupFunc: existing?.setupFunc, disposeFunc: existing?.disposeFunc });
 }
 
 let registered = false;
@@ -107,7 +108,7 @@ export function registerWasmTrainingKernels(): void {
   register('UnsortedSegmentSum', segmentSum);
   for (const name of ['BatchMatMul', '_FusedMatMul']) {
     const native = getKernel(name, BACKEND);
-    if (native && !ours.has(native.kernelFunc)) register(name, flagFreeMatMul(native), native);
+    if (native && !ours.has(native.kernelFunc)) register(name, flagFreeMatMul(native));
   }
   registered = true;
 }

@@ -118,9 +118,67 @@ function inputGradPads(info: backend_util.Conv2DInfo): [number, number, number, 
   return [top, bottom, left, right];
 }
 
+/** A stride-1 forward convolution with explicit pads (top, bottom, left, right) and dilations. */
+type StrideOneConv = (x: tf.Tensor4D, filter: tf.Tensor4D, pads: [number, number, number, number], dilations: [number, number]) => tf.Tensor4D;
+
 /**
- * Gradient of `conv2d` with respect to its input (also the forward pass of `conv2dTranspose`), as a stride-1 forward
- * convolution of the zero-upsampled dy with the spatially rotated filter whose in/out channels are swapped.
+ * The input gradient of a convolution: dx[q] = Σ dy[o]·w[k] over q = o·stride + k·dilation − pad.
+ * `filter` is in the layout `conv` takes, not yet rotated: `[fh, fw, dyChannels, ...]`.
+ *
+ * Stride 1: one convolution of dy with the rotated filter. Stride > 1 (dilation 1): the sub-pixel decomposition —
+ * the rows q ≡ r (mod stride) of the padded dx only see the filter taps r, r+stride, …, so each of the
+ * strideH×strideW phases is a stride-1 convolution of dy with that sub-filter, rotated, and the phases are
+ * interleaved. This does the useful work once, where convolving the zero-upsampled dy would do it strideH×strideW
+ * times. Stride and dilation both > 1 (never produced by tfjs's gradients) falls back to the zero-upsampled dy, and
+ * so does the depthwise gradient (`subPixel` false): XNNPACK's depthwise kernels for the 2×2, 2×1 and 1×1
+ * sub-filters were ~8× slower than one 3×3 on the upsampled dy.
+ */
+function inputGradient(
+  info: backend_util.Conv2DInfo,
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  outChannels: number,
+  conv: StrideOneConv,
+  subPixel: boolean,
+): tf.Tensor4D {
+  const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = info;
+  if ((sh === 1 && sw === 1) || dh > 1 || dw > 1 || !subPixel) {
+    const up = zeroUpsample(dy, sh, sw);
+    const [t, b, l, r] = inputGradPads(info);
+    const { x, pads } = cropForPads(up, t, b, l, r);
+    return conv(x, tf.reverse(filter, [0, 1]), pads, [dh, dw]);
+  }
+  const { filterHeight: fh, filterWidth: fw, outHeight: oh, outWidth: ow, inHeight: h, inWidth: w, batchSize: n } = info;
+  const { top: pt, left: pl } = info.padInfo;
+  const rowsPerPhase = Math.ceil((pt + h) / sh);
+  const colsPerPhase = Math.ceil((pl + w) / sw);
+  const [, , a, b] = filter.shape;
+  const rows: tf.Tensor[] = [];
+  for (let rh = 0; rh < sh; rh++) {
+    const cols: tf.Tensor[] = [];
+    for (let rw = 0; rw < sw; rw++) {
+      const th = Math.ceil((fh - rh) / sh);
+      const tw = Math.ceil((fw - rw) / sw);
+      if (th <= 0 || tw <= 0) {
+        cols.push(tf.zeros([n, rowsPerPhase, colsPerPhase, outChannels]));
+        continue;
+      }
+      const sub = tf.stridedSlice(filter, [rh, rw, 0, 0], [fh, fw, a, b], [sh, sw, 1, 1]) as tf.Tensor4D;
+      const { x, pads } = cropForPads(dy, th - 1, rowsPerPhase - oh, tw - 1, colsPerPhase - ow);
+      cols.push(conv(x, tf.reverse(sub, [0, 1]), pads, [1, 1]));
+    }
+    rows.push(tf.stack(cols, 3)); // [n, rowsPerPhase, colsPerPhase, sw, c]
+  }
+  const interleaved = tf.reshape(tf.stack(rows, 2), [n, rowsPerPhase * sh, colsPerPhase * sw, outChannels]);
+  return tf.slice(interleaved, [0, pt, pl, 0], [n, h, w, outChannels]) as tf.Tensor4D;
+}
+
+const conv2dStrideOne: StrideOneConv = (x, filter, pads, dilations) =>
+  tf.engine().runKernel('Conv2D', { x, filter }, { strides: [1, 1], dilations, pad: explicitPad(pads), dataFormat: 'NHWC' }) as tf.Tensor4D;
+
+/**
+ * Gradient of `conv2d` with respect to its input (also the forward pass of `conv2dTranspose`), as stride-1 forward
+ * convolutions of dy with the spatially rotated filter whose in/out channels are swapped (see `inputGradient`).
  * @param inputShape `[N, H, W, inChannels]`
  * @param dy `[N, outH, outW, outChannels]`
  * @param filter `[filterHeight, filterWidth, inChannels, outChannels]`
@@ -136,15 +194,7 @@ export function conv2dInputGrad(
   const op = 'Conv2DBackpropInput';
   const info = convInfo(op, inputShape, filter.shape, g, false, dataFormat);
   checkDy(op, dy, info);
-  const up = zeroUpsample(dy, info.strideHeight, info.strideWidth);
-  const [t, b, l, r] = inputGradPads(info);
-  const { x: upc, pads } = cropForPads(up, t, b, l, r);
-  const rotated = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
-  return tf.engine().runKernel(
-    'Conv2D',
-    { x: upc, filter: rotated },
-    { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: explicitPad(pads), dataFormat: 'NHWC' },
-  ) as tf.Tensor4D;
+  return inputGradient(info, dy, tf.transpose(filter, [0, 1, 3, 2]), inputShape[3], conv2dStrideOne, true);
 }
 
 /**
@@ -204,16 +254,11 @@ export function depthwiseInputGrad(
   const info = convInfo(op, inputShape, filter.shape, g, true);
   checkDy(op, dy, info);
   const [fh, fw, c, m] = filter.shape;
-  const up = zeroUpsample(dy, info.strideHeight, info.strideWidth);
-  const [t, b, l, r] = inputGradPads(info);
-  const { x: upc, pads } = cropForPads(up, t, b, l, r);
-  const rotated = tf.reshape(tf.reverse(filter, [0, 1]), [fh, fw, c * m, 1]);
-  const z = tf.engine().runKernel(
-    'DepthwiseConv2dNative',
-    { x: upc, filter: rotated },
-    { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: explicitPad(pads) },
-  ) as tf.Tensor4D;
-  if (m === 1) return z;
-  const [n, h, w] = inputShape;
-  return tf.sum(tf.reshape(z, [n, h, w, c, m]), 4);
+  const conv: StrideOneConv = (x, f, pads, dilations) => {
+    const z = tf.engine().runKernel('DepthwiseConv2dNative', { x, filter: f }, { strides: [1, 1], dilations, pad: explicitPad(pads) }) as tf.Tensor4D;
+    if (m === 1) return z;
+    const [n, h, w] = z.shape;
+    return tf.sum(tf.reshape(z, [n, h, w, c, m]), 4);
+  };
+  return inputGradient(info, dy, tf.reshape(filter, [fh, fw, c * m, 1]), c, conv, false);
 }
