@@ -14,3 +14,9 @@ export { rocCurve, auc, tarAtFar, formatTar, formatFixed, IJB_FARS } from './roc
 export type { RocCurve, RocOptions, TarAtFar } from './roc';
 export { ARCFACE_TEMPLATE, estimateSimilarity, invertAffine, warpAffine, alignFace, landmarks68To5 } from './align';
 export type { Affine, WarpOptions } from './align';
+export { ARCFACE_NORMALIZATION, functionEmbedder, tfjsEmbedder, onnxEmbedder, loadOnnxRuntime, embedImages, toModelInput, flipBatch } from './embed';
+export type { Embedder, EmbedderOptions, Normalization, OnnxEmbedderOptions, TfjsModelLike, EmbedImagesOptions, EmbeddedImages } from './embed';
+export { verifyBin, decodeVerificationImages } from './verify-bin';
+export type { VerifyBinOptions, VerifyBinResult } from './verify-bin';
+export { readIjbProtocol, ijbMetaPaths, evaluateIjb, imageFeatures, templateFeatures, pairScores, ijbTable, formatIjbTable, ijbTableMarkdown, ijbModeName, rocSvg, writeIjbResults, writeIjbProtocol } from './ijb';
+export type { IjbTarget, IjbProtocol, IjbTestMode, IjbTable, IjbResult, EvaluateIjbOptions, IjbImageSpec } from './ijb';

@@ -1,0 +1,197 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { PfcError, Rng, initBackend, readNpy } from '@pfc/core';
+import { functionEmbedder } from './embed';
+import { evaluateIjb, formatIjbTable, ijbModeName, imageFeatures, pairScores, readIjbProtocol, templateFeatures, writeIjbProtocol } from './ijb';
+import type { IjbImageSpec } from './ijb';
+
+beforeAll(() => initBackend({ backend: 'cpu', log: null }));
+
+/** 8-d feature: mean of each colour channel over the left and right half, plus two constant-ish terms. */
+const feature = (x: Float32Array, n: number, size: number) => {
+  const out = new Float32Array(n * 8);
+  for (let b = 0; b < n; b++)
+    for (let y = 0; y < size; y++)
+      for (let xx = 0; xx < size; xx++)
+        for (let c = 0; c < 3; c++) {
+          const half = xx < size / 2 ? 0 : 1;
+          out[b * 8 + half * 3 + c]! += x[((b * size + y) * size + xx) * 3 + c]! / (size * size);
+          out[b * 8 + 6 + half]! += (x[((b * size + y) * size + xx) * 3 + c]! * (y / size)) / (size * size);
+        }
+  return out;
+};
+
+async function makeProtocol(root: string, rng: Rng): Promise<{ images: IjbImageSpec[]; pixels: Uint8Array[]; pairs: [number, number, 0 | 1][] }> {
+  const size = 112;
+  const images: IjbImageSpec[] = [];
+  const pixels: Uint8Array[] = [];
+  // 6 identities × 2 templates × up to 2 medias × 1–2 images
+  let name = 0;
+  for (let id = 0; id < 6; id++) {
+    const base = [rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255];
+    for (let t = 0; t < 2; t++) {
+      const template = id * 10 + t + 1;
+      for (let m = 0; m < 2; m++) {
+        const count = 1 + ((id + t + m) % 2);
+        for (let k = 0; k < count; k++) {
+          const px = new Uint8Array(size * size * 3);
+          for (let y = 0; y < size; y++)
+            for (let x = 0; x < size; x++)
+              for (let c = 0; c < 3; c++) px[(y * size + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(base[(x < 56 ? 0 : 3) + c]! + rng.normal() * 20)));
+          const data = await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
+          images.push({ name: `${++name}.png`, data, template, media: 100 * template + m, score: 0.5 + 0.5 * rng.uniform() });
+          pixels.push(px);
+        }
+      }
+    }
+  }
+  const pairs: [number, number, 0 | 1][] = [];
+  for (let a = 0; a < 6; a++) for (let b = a; b < 6; b++) pairs.push([a * 10 + 1, b * 10 + 2, a === b ? 1 : 0]);
+  writeIjbProtocol(root, 'IJBC', { images, pairs });
+  return { images, pixels, pairs };
+}
+
+describe('IJB 1:1 pipeline', () => {
+  let root: string;
+  let proto: Awaited<ReturnType<typeof makeProtocol>>;
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'pfc-ijb-'));
+    proto = await makeProtocol(root, new Rng(11));
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('reads the protocol it wrote', () => {
+    const p = readIjbProtocol(root, 'IJBC');
+    expect(p.names).toEqual(proto.images.map((i) => i.name));
+    expect(Array.from(p.templates)).toEqual(proto.images.map((i) => i.template));
+    expect(Array.from(p.pairs.label)).toEqual(proto.pairs.map((q) => q[2]));
+    expect(p.landmarks[0]).toBe(38.2946);
+    expect(p.faceness[3]).toBe(proto.images[3]!.score);
+  });
+
+  it('equals a direct implementation of the reference pooling and scoring (F1 N1 D1)', async () => {
+    const embedder = functionEmbedder(feature);
+    const dir = join(root, 'results');
+    const res = await evaluateIjb(root, 'IJBC', embedder, { progress: false, resultDir: dir, job: 'synth' });
+    // reference, written the reference's way: per template, np.where over all images, per media mean, sum, normalize
+    const n = proto.images.length;
+    const norm = (x: Uint8Array) => Float32Array.from(x, (v) => (v - 127.5) / 127.5);
+    const flipPx = (x: Uint8Array) => {
+      const o = new Uint8Array(x.length);
+      for (let y = 0; y < 112; y++) for (let xx = 0; xx < 112; xx++) for (let c = 0; c < 3; c++) o[(y * 112 + 111 - xx) * 3 + c] = x[(y * 112 + xx) * 3 + c]!;
+      return o;
+    };
+    const feats = proto.pixels.map((px, i) => {
+      const a = feature(norm(px), 1, 112);
+      const b = feature(norm(flipPx(px)), 1, 112);
+      return Array.from(a, (v, k) => (v + b[k]!) * proto.images[i]!.score!);
+    });
+    const tids = [...new Set(proto.images.map((i) => i.template))].sort((a, b) => a - b);
+    const tfeat = new Map<number, number[]>();
+    for (const t of tids) {
+      const idx = [...Array(n).keys()].filter((i) => proto.images[i]!.template === t);
+      const medias = [...new Set(idx.map((i) => proto.images[i]!.media))].sort((a, b) => a - b);
+      const sum = new Array(8).fill(0);
+      for (const m of medias) {
+        const im = idx.filter((i) => proto.images[i]!.media === m);
+        for (let k = 0; k < 8; k++) sum[k] += im.reduce((s, i) => s + feats[i]![k]!, 0) / im.length;
+      }
+      const l = Math.hypot(...sum);
+      tfeat.set(t, sum.map((v) => v / l));
+    }
+    const want = proto.pairs.map(([a, b]) => tfeat.get(a)!.reduce((s, v, k) => s + v * tfeat.get(b)![k]!, 0));
+    // float32 features vs float64 reference: 1e-5 absolute
+    want.forEach((w, i) => expect(Math.abs(res.scores[i]! - w)).toBeLessThan(1e-5));
+    expect(res.table.method).toBe('synth-IJBC');
+    expect(res.text).toContain('F1 N1 D1');
+    expect(res.text.split('\n')[1]).toMatch(/^\|\s+Methods\s+\|\s+1e-06\s+\|/);
+    expect(res.files.map((f) => f.slice(dir.length + 1))).toEqual(['synth/ijbc.npy', 'synth/IJBC.md', 'synth/IJBC.json', 'synth/IJBC.svg']);
+    expect(Array.from(readNpy(join(dir, 'synth/ijbc.npy')).data as Float32Array)).toEqual(Array.from(res.scores));
+    expect(readFileSync(join(dir, 'synth/IJBC.svg'), 'utf8')).toContain('<polyline');
+    // genuine pairs score above impostors on this easy problem
+    expect(res.table.auc).toBeGreaterThan(0.9);
+  });
+
+  it('missing images: an error naming the file, or a counted skip', async () => {
+    const root2 = mkdtempSync(join(tmpdir(), 'pfc-ijb-miss-'));
+    try {
+      writeIjbProtocol(root2, 'IJBB', { images: proto.images, pairs: proto.pairs });
+      rmSync(join(root2, 'loose_crop', '3.png'));
+      const embedder = functionEmbedder(feature);
+      await expect(evaluateIjb(root2, 'IJBB', embedder, { progress: false })).rejects.toThrow(/loose_crop\/3\.png/);
+      const res = await evaluateIjb(root2, 'IJBB', embedder, { progress: false, skipMissing: true });
+      expect(res.skipped).toEqual(['3.png']);
+      expect(res.text).toContain('1 missing images skipped');
+    } finally {
+      rmSync(root2, { recursive: true, force: true });
+    }
+  });
+
+  it('a meta line with the wrong number of fields names file and line', () => {
+    const root3 = mkdtempSync(join(tmpdir(), 'pfc-ijb-bad-'));
+    try {
+      writeIjbProtocol(root3, 'IJBC', { images: proto.images.slice(0, 2), pairs: [[1, 1, 1]] });
+      const lm = join(root3, 'meta/ijbc_name_5pts_score.txt');
+      const lines = readFileSync(lm, 'utf8').split('\n');
+      lines[1] = lines[1]!.split(' ').slice(0, 11).join(' ');
+      writeFileSync(lm, lines.join('\n'));
+      let err: unknown;
+      try {
+        readIjbProtocol(root3, 'IJBC');
+      } catch (e) {
+        err = e;
+      }
+      expect(PfcError.is(err, 'E_IJB_META')).toBe(true);
+      expect((err as Error).message).toContain(`${lm}:2: expected 12`);
+      writeFileSync(join(root3, 'meta/ijbc_template_pair_label.txt'), '1 1 1\n1 2\n');
+      writeFileSync(lm, lines.join('\n').replace(lines[1]!, `${lines[1]} 1`));
+      expect(() => readIjbProtocol(root3, 'IJBC')).toThrow(/ijbc_template_pair_label\.txt:2: expected 3/);
+      rmSync(join(root3, 'meta/ijbc_face_tid_mid.txt'));
+      expect(() => readIjbProtocol(root3, 'IJBC')).toThrow(/ijbc_face_tid_mid\.txt/);
+      expect(existsSync(root3)).toBe(true);
+    } finally {
+      rmSync(root3, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('IJB building blocks', () => {
+  it('pools media by mean and templates by sum, then normalises', () => {
+    // template 7: media 1 has images (1,0) and (3,0) -> mean (2,0); media 2 has (0,2) -> template (2,2)/|.|
+    const feats = Float64Array.from([1, 0, 3, 0, 0, 2, 5, 5]);
+    const res = templateFeatures(feats, 2, Int32Array.from([7, 7, 7, 3]), Int32Array.from([1, 1, 2, 9]));
+    expect(Array.from(res.templateIds)).toEqual([3, 7]);
+    expect(res.features[2]).toBeCloseTo(Math.SQRT1_2, 6);
+    expect(res.features[3]).toBeCloseTo(Math.SQRT1_2, 6);
+    // mask out image 0: media 1 -> (3,0), template (3,2)
+    const masked = templateFeatures(feats, 2, Int32Array.from([7, 7, 7, 3]), Int32Array.from([1, 1, 2, 9]), Uint8Array.from([0, 1, 1, 1]));
+    expect(masked.features[2]! / masked.features[3]!).toBeCloseTo(1.5, 6);
+    expect(() => pairScores(res.templateIds, res.features, 2, Int32Array.from([3]), Int32Array.from([4]))).toThrow(/template 4/);
+  });
+
+  it('applies the test modes', () => {
+    const e = Float32Array.from([3, 4]);
+    const f = Float32Array.from([3, 4]);
+    const faceness = Float64Array.from([0.5]);
+    expect(Array.from(imageFeatures(e, 2, { flipEmbeddings: f, faceness }))).toEqual([3, 4]);
+    const n0 = imageFeatures(e, 2, { flip: false, normScore: false, detectorScore: false, faceness });
+    expect(n0[0]).toBeCloseTo(0.6, 15);
+    expect(n0[1]).toBeCloseTo(0.8, 15);
+    expect(ijbModeName({ flip: false })).toBe('F0 N1 D1');
+  });
+
+  it('prints the reference PrettyTable layout', () => {
+    const t = { method: 'ijbc-IJBC', mode: 'F1 N1 D1', fars: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1], tar: ['48.65', '48.65', '73.30', '86.30', '96.30', '99.67'], readings: [], auc: 0.99 };
+    expect(formatIjbTable([t])).toBe(
+      [
+        '+-----------+-------+-------+--------+-------+-------+-------+',
+        '|  Methods  | 1e-06 | 1e-05 | 0.0001 | 0.001 |  0.01 |  0.1  |',
+        '+-----------+-------+-------+--------+-------+-------+-------+',
+        '| ijbc-IJBC | 48.65 | 48.65 | 73.30  | 86.30 | 96.30 | 99.67 |',
+        '+-----------+-------+-------+--------+-------+-------+-------+',
+      ].join('\n'),
+    );
+  });
+});
