@@ -1,0 +1,72 @@
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '@pfc/core';
+import { runLocal } from '@pfc/collective';
+import { resolveConfig } from './config';
+import { ArrayTrainData } from './data';
+import { synthFaces, normalizeImages } from './synth';
+import { trainRank } from './trainer';
+
+beforeAll(() => initBackend({ backend: 'cpu', log: null }));
+
+function tiny(output: string, extra: Record<string, unknown> = {}) {
+  return resolveConfig({
+    network: 'small',
+    network_options: { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8] },
+    image_size: 16,
+    embedding_size: 8,
+    num_classes: 6,
+    num_image: 48,
+    batch_size: 4,
+    num_epoch: 1,
+    lr: 0.05,
+    sample_rate: 0.5,
+    margin_list: [1, 0, 0.4],
+    frequent: 2,
+    verbose: 1000,
+    output,
+    random_flip: true,
+    ...extra,
+  });
+}
+
+function tinyData() {
+  const s = synthFaces({ numIdentities: 6, imagesPerIdentity: 8, size: 16, seed: 1 });
+  return new ArrayTrainData(normalizeImages(s.images), s.labels, 16, 6);
+}
+
+describe('trainRank', () => {
+  it('trains 2 ranks, keeps the tensor count flat, checkpoints and logs', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'pfc-train-'));
+    const cfg = tiny(out);
+    const data = tinyData();
+    const lines: string[] = [];
+    const counts: number[] = [];
+    const res = await runLocal(2, (comm) =>
+      trainRank(comm, { config: cfg, data, log: (l) => lines.push(l), onStep: () => comm.rank === 0 && counts.push(tf.memory().numTensors) }),
+    );
+    expect(res[0]!.globalStep).toBe(6);
+    expect(res[0]!.losses).toEqual(res[1]!.losses);
+    expect(res[0]!.losses.every(Number.isFinite)).toBe(true);
+    expect(new Set(counts.slice(1)).size).toBe(1);
+    expect(lines.some((l) => /^Speed \d+\.\d\d samples\/sec   Loss \d+\.\d{4}   LearningRate 0\.\d{6}   Epoch: 0   Global Step: 4/.test(l))).toBe(true);
+    expect(readdirSync(join(out, 'checkpoints')).sort()).toEqual(['latest', 'step-00000006']);
+    expect(readdirSync(out)).toEqual(expect.arrayContaining(['model.safetensors', 'tensorboard']));
+  });
+
+  it('stops with E_NON_FINITE naming the step, writing no checkpoint', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'pfc-train-'));
+    const cfg = tiny(out);
+    const s = synthFaces({ numIdentities: 6, imagesPerIdentity: 8, size: 16, seed: 1 });
+    const imgs = normalizeImages(s.images);
+    const data = new ArrayTrainData(imgs, s.labels, 16, 6);
+    imgs.fill(NaN);
+    await expect(runLocal(1, (comm) => trainRank(comm, { config: cfg, data, log: null }))).rejects.toMatchObject({
+      code: 'E_NON_FINITE',
+      message: expect.stringMatching(/at global step 1/),
+    });
+    expect(readdirSync(out).includes('checkpoints') ? readdirSync(join(out, 'checkpoints')) : []).toEqual([]);
+  });
+});
