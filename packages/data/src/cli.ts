@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { PfcError, Progress } from '@pfc/core';
+import { FolderFaceDataset } from './dataset';
 import { RecordIOReader, idxPathFor } from './recordio';
 import { inspectRec, packFolder, rebuildIndex, unpackRec, verifyRec, writeSynthRec } from './tools';
 
@@ -8,7 +9,7 @@ import { inspectRec, packFolder, rebuildIndex, unpackRec, verifyRec, writeSynthR
 export interface CliIo {
   out: (s: string) => void;
   err: (s: string) => void;
-  /** Progress bars on (default: when stderr is a TTY). */
+  /** Progress on stderr (default true: a bar on a TTY, plain lines otherwise); false for none. */
   progress?: boolean;
 }
 
@@ -23,12 +24,22 @@ function positiveInt(v: string): number {
   return n;
 }
 
+function countRecords(rec: string): number {
+  try {
+    const r = new RecordIOReader(rec, { badIndex: 'drop' });
+    r.close();
+    return r.length;
+  } catch {
+    return 0;
+  }
+}
+
 /**
  * The `pfc-data` program. `exitCode` receives what the process should exit with (1 when `verify` finds problems).
  */
 export function createProgram(io: CliIo = defaultIo, exitCode: { code: number } = { code: 0 }): Command {
   const progress = (total: number, label: string) =>
-    io.progress === false ? null : new Progress({ total, label, unit: 'img', silent: io.progress !== true && !process.stderr.isTTY });
+    io.progress === false ? null : new Progress({ total, label, unit: 'img' });
   const program = new Command('pfc-data')
     .description('MXNet RecordIO face datasets: pack, inspect, verify, index, synth, unpack')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
@@ -44,7 +55,7 @@ export function createProgram(io: CliIo = defaultIo, exitCode: { code: number } 
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExamples:\n  $ pfc-data pack ./faces ./data/train\n  $ pfc-data pack ./faces ./data/train --json')
     .action(async (folder: string, prefix: string, o: { check: boolean; json?: boolean }) => {
-      const res = await packFolder(folder, prefix, { check: o.check, progress: progress(0, 'pack') });
+      const res = await packFolder(folder, prefix, { check: o.check, progress: progress(new FolderFaceDataset(folder).length, 'pack') });
       io.out(o.json ? `${JSON.stringify(res)}\n` : `packed ${res.images} images of ${res.identities} identities into ${res.rec} (${res.bytes} bytes) and ${res.idx}\n`);
     });
 
@@ -87,7 +98,7 @@ export function createProgram(io: CliIo = defaultIo, exitCode: { code: number } 
         if (!m) throw new CommanderError(2, 'pfc-data.argument', `--size must be HxW, got '${o.size}'`);
         imageSize = [Number(m[1]), Number(m[2])];
       }
-      const r = await verifyRec(rec, { ...(imageSize ? { imageSize } : {}), progress: progress(0, 'verify') });
+      const r = await verifyRec(rec, { ...(imageSize ? { imageSize } : {}), progress: progress(countRecords(rec), 'verify') });
       if (o.json) io.out(`${JSON.stringify(r, null, 2)}\n`);
       else {
         for (const p of r.problems) io.out(`${p.code}\tkey ${p.key ?? '-'}\toffset ${p.offset}\t${p.message}\n`);

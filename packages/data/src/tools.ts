@@ -1,6 +1,7 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { PfcError, Progress, assertArg, writeFileAtomic } from '@pfc/core';
+import { PfcError, assertArg, writeFileAtomic } from '@pfc/core';
+import type { Progress } from '@pfc/core';
 import { FolderFaceDataset, RecordFaceDataset } from './dataset';
 import type { RecordLayout } from './dataset';
 import { decodeImage, encodeJpeg, sniffImageFormat } from './image';
@@ -68,7 +69,7 @@ export class FaceRecWriter {
 }
 
 export interface PackOptions {
-  /** Progress output (default: a bar on stderr); `null` for none. */
+  /** Progress output (default none). */
   progress?: Progress | null;
   /** Check every image decodes before packing it (default true). */
   check?: boolean;
@@ -81,7 +82,7 @@ export interface PackOptions {
  */
 export async function packFolder(folder: string, prefix: string, options: PackOptions = {}): Promise<PackResult> {
   const ds = new FolderFaceDataset(folder);
-  const progress = options.progress === undefined ? new Progress({ total: ds.length, label: 'pack', unit: 'img' }) : options.progress;
+  const progress = options.progress ?? null;
   const w = new FaceRecWriter(prefix);
   let size: [number, number] | null = null;
   try {
@@ -128,8 +129,7 @@ export async function writeSynthRec(prefix: string, options: SynthRecOptions): P
   const { identities, perIdentity } = options;
   assertArg(Number.isInteger(identities) && identities > 0, 'writeSynthRec', 'identities', identities, 'a positive integer');
   assertArg(Number.isInteger(perIdentity) && perIdentity > 0, 'writeSynthRec', 'perIdentity', perIdentity, 'a positive integer');
-  const total = identities * perIdentity;
-  const progress = options.progress === undefined ? new Progress({ total, label: 'synth', unit: 'img', silent: true }) : options.progress;
+  const progress = options.progress ?? null;
   const w = new FaceRecWriter(prefix);
   const seed = options.seed ?? 0;
   const size = options.size ?? 112;
