@@ -33,8 +33,8 @@ describe('BatchNorm semantics', () => {
     const b = beta.dataSync();
     const m = new Float64Array(5);
     const v = new Float64Array(5);
-    for (let i = 0; i < xs.length; i++) m[i % 5] += xs[i]! / 12;
-    for (let i = 0; i < xs.length; i++) v[i % 5] += (xs[i]! - m[i % 5]!) ** 2 / 12;
+    for (let i = 0; i < xs.length; i++) m[i % 5]! += xs[i]! / 12;
+    for (let i = 0; i < xs.length; i++) v[i % 5]! += (xs[i]! - m[i % 5]!) ** 2 / 12;
     const expected = Array.from(xs, (xv, i) => ((xv - m[i % 5]!) / Math.sqrt(v[i % 5]! + BN_EPS)) * g[i % 5]! + b[i % 5]!);
     expect(maxAbsDiff(ys, expected)).toBeLessThan(1e-5);
     expect(maxAbsDiff(mean.dataSync(), m)).toBeLessThan(1e-6);

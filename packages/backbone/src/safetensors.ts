@@ -89,7 +89,9 @@ export function decodeSafetensors(bytes: Uint8Array, source = '<buffer>'): Safet
         offset: dataStart + begin,
       });
     }
-    const raw = bytes.slice(dataStart + begin, dataStart + end);
+    // A fresh, aligned copy (a Node Buffer's slice would share, and misalign, the pooled memory).
+    const raw = new Uint8Array(end - begin);
+    raw.set(bytes.subarray(dataStart + begin, dataStart + end));
     const rdv = new DataView(raw.buffer);
     let t: StateTensor;
     switch (e.dtype) {

@@ -108,7 +108,8 @@ export function exportOnnx(config: string | BackboneConfig, state: StateDict, op
   };
   let counter = 0;
   const node = (op: string, inputs: string[], attrs: AttrJson[], label: string): NodeJson => {
-    const n: NodeJson = { op_type: op, input: inputs, output: [`${label}_output_${counter++}`], name: `${op}_${label}`, attribute: attrs };
+    const id = counter++;
+    const n: NodeJson = { op_type: op, input: inputs, output: [`${label}_output_${id}`], name: `${op}_${label}_${id}`, attribute: attrs };
     nodes.push(n);
     return n;
   };
