@@ -1,4 +1,9 @@
+import { createRequire } from 'node:module';
 import { PfcError } from '@pfc/core';
+
+// Optional and heavy decoders load on first use. `createRequire` works in the CJS build and in the ESM build
+// (where tsup shims __filename), unlike a bare `require`.
+const load = createRequire(__filename);
 
 /** A decoded image: HWC uint8 RGB. */
 export interface RgbImage {
@@ -25,8 +30,7 @@ let sharpModule: SharpFn | null | undefined;
 export function loadSharp(): SharpFn | null {
   if (sharpModule === undefined) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const s = require('sharp') as SharpFn;
+      const s = load('sharp') as SharpFn;
       // one libvips thread per call: parallelism comes from the loader's workers, not from libvips
       s.concurrency(1);
       s.cache(false);
@@ -56,14 +60,12 @@ export function decodeImageJs(bytes: Uint8Array, where = '<image>'): RgbImage {
   const fmt = sniffImageFormat(bytes);
   try {
     if (fmt === 'jpeg') {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const jpeg = require('jpeg-js') as typeof import('jpeg-js');
+      const jpeg = load('jpeg-js') as typeof import('jpeg-js');
       const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 512 });
       return rgbaToRgb(img.width, img.height, img.data);
     }
     if (fmt === 'png') {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { PNG } = require('pngjs') as typeof import('pngjs');
+      const { PNG } = load('pngjs') as typeof import('pngjs');
       const img = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       return rgbaToRgb(img.width, img.height, img.data);
     }
@@ -121,8 +123,7 @@ export async function encodeJpeg(img: RgbImage, quality = 95): Promise<Buffer> {
 
 /** Encodes RGB HWC uint8 as JPEG with the pure-JS encoder (synchronous; usable inside tight loops and workers). */
 export function encodeJpegJs(img: RgbImage, quality = 95): Buffer {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const jpeg = require('jpeg-js') as typeof import('jpeg-js');
+  const jpeg = load('jpeg-js') as typeof import('jpeg-js');
   const n = img.width * img.height;
   const rgba = Buffer.alloc(n * 4, 255);
   for (let i = 0; i < n; i++) {
@@ -135,8 +136,7 @@ export function encodeJpegJs(img: RgbImage, quality = 95): Buffer {
 
 /** Encodes RGB HWC uint8 as PNG (pngjs). */
 export function encodePng(img: RgbImage): Buffer {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { PNG } = require('pngjs') as typeof import('pngjs');
+  const { PNG } = load('pngjs') as typeof import('pngjs');
   const png = new PNG({ width: img.width, height: img.height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
   Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength).copy(png.data);
   return PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });
