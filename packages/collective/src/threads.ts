@@ -212,6 +212,17 @@ export class ThreadsCommunicator implements Communicator {
       return;
     }
     const deadline = Date.now() + this.timeoutMs;
+    // A pending waitAsync does not keep a worker's event loop alive (its wake-up is not a libuv handle); a timer does.
+    const keepAlive = this.mode === 'async' ? setInterval(noop, 1000) : null;
+    try {
+      await this.waitFor(gen, deadline, what);
+    } finally {
+      if (keepAlive) clearInterval(keepAlive);
+    }
+  }
+
+  private async waitFor(gen: number, deadline: number, what: string): Promise<void> {
+    const c = this.ctrl;
     while (Atomics.load(c, GEN) === gen) {
       const f = this.failure();
       if (f) throw f;
@@ -229,12 +240,7 @@ export class ThreadsCommunicator implements Communicator {
       if (this.mode === 'block') Atomics.wait(c, GEN, gen, slice);
       else {
         const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(c, GEN, gen, slice);
-        if (w.async) {
-          // A pending waitAsync does not keep a worker's event loop alive; a timer does.
-          const keepAlive = setTimeout(noop, slice + 5);
-          await w.value;
-          clearTimeout(keepAlive);
-        }
+        if (w.async) await w.value;
       }
     }
   }

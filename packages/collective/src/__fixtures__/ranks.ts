@@ -3,6 +3,7 @@ import { PfcError } from '@pfc/core';
 import type { Communicator } from '../communicator';
 import { runConformance, type ConformanceOptions } from '../conformance';
 import { rankCommunicator } from '../context';
+import { createCommunicator } from '../factory';
 
 export async function conformance(comm: Communicator, options: ConformanceOptions): Promise<unknown> {
   return runConformance(comm, options);
@@ -49,10 +50,17 @@ export async function mismatch(comm: Communicator): Promise<void> {
 
 /** While waiting in a collective for a slow rank, this rank's event loop keeps running timers. */
 export async function responsive(comm: Communicator): Promise<number> {
-  if (comm.rank === 1) await new Promise((r) => setTimeout(r, 300));
+  await comm.barrier();
   let ticks = 0;
+  if (comm.rank === 1) await new Promise((r) => setTimeout(r, 300));
   const t = setInterval(() => ticks++, 10);
   await comm.barrier();
   clearInterval(t);
   return ticks;
+}
+
+/** What createCommunicator() picks inside a threads rank. */
+export async function factoryInRank(comm: Communicator): Promise<{ same: boolean; backend: string }> {
+  const c = await createCommunicator({ env: {} });
+  return { same: c === comm, backend: c.backend };
 }

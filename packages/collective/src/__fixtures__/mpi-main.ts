@@ -1,0 +1,35 @@
+/**
+ * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|info|mismatch <timeoutMs> <outDir>`.
+ * Each rank writes `<outDir>/rank-<r>.json` (mpirun splits long stdout lines of different ranks).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runConformance } from '../conformance';
+import { createCommunicator } from '../factory';
+
+async function main(mode: string, timeoutMs: number, outDir: string): Promise<void> {
+  const comm = await createCommunicator({ timeoutMs });
+  try {
+    if (mode === 'conformance') {
+      const report = await runConformance(comm, { large: 5000 });
+      writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify(report));
+    } else if (mode === 'info') {
+      writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, worldSize: comm.worldSize, backend: comm.backend }));
+    } else if (mode === 'kill') {
+      // Rank 1 is killed (SIGKILL, no cleanup) in the middle of a run of collectives.
+      for (let step = 0; step < 1_000_000; step++) {
+        if (comm.rank === 1 && step === 50) process.kill(process.pid, 'SIGKILL');
+        await comm.allReduce(new Float32Array(1024).fill(1), 'sum');
+      }
+    } else if (mode === 'mismatch') {
+      await comm.allReduce(new Float32Array(comm.rank === 0 ? 2 : 3));
+    }
+    await comm.close();
+  } catch (err) {
+    process.stderr.write(`rank ${comm.rank}: ${(err as Error).name} ${(err as { code?: string }).code ?? ''}: ${(err as Error).message}\n`);
+    comm.abort?.(err);
+    process.exitCode = 1;
+  }
+}
+
+void main(process.argv[2] ?? 'conformance', Number(process.argv[3] ?? 60_000), process.argv[4] ?? '.');

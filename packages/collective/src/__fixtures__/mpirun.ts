@@ -1,0 +1,45 @@
+/** Starts `src/__fixtures__/mpi-main.ts` under mpirun for the tests and the benchmark. */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { addonPath } from '../native';
+
+/** Whether mpirun and the built MPI binding are both present (else MPI tests skip). */
+export const mpiReady = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0 && existsSync(addonPath('pfc_mpi'));
+
+/** mpirun arguments for N ranks on this machine: loopback only, more ranks than cores allowed, root allowed in containers. */
+export function mpirunArgs(np: number): string[] {
+  const args = ['-np', String(np), '--oversubscribe', '--mca', 'btl', 'self,vader', '--mca', 'btl_vader_single_copy_mechanism', 'none'];
+  if (process.getuid?.() === 0) args.push('--allow-run-as-root');
+  return args;
+}
+
+export interface MpiRun {
+  code: number | null;
+  signal: string | null;
+  output: string;
+  ms: number;
+  results: unknown[];
+}
+
+/** Runs `mpi-main.ts <mode> <timeoutMs> <outDir>` on `np` ranks; kills mpirun after `killAfterMs`. */
+export async function runMpiMain(np: number, mode: string, timeoutMs: number, killAfterMs = 120_000): Promise<MpiRun> {
+  const out = mkdtempSync(join(tmpdir(), 'pfc-mpi-'));
+  const script = join(__dirname, 'mpi-main.ts');
+  const t0 = Date.now();
+  const child = spawn('mpirun', [...mpirunArgs(np), process.execPath, '--conditions=@pfc/source', '-r', 'tsx/cjs', script, mode, String(timeoutMs), out], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: join(__dirname, '..', '..'),
+  });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+  clearTimeout(killer);
+  const files = readdirSync(out).sort();
+  const results = files.map((f) => JSON.parse(readFileSync(join(out, f), 'utf8')) as unknown);
+  rmSync(out, { recursive: true, force: true });
+  return { code, signal, output, ms: Date.now() - t0, results };
+}

@@ -1,0 +1,38 @@
+import { join } from 'node:path';
+import { backendFromEnv, communicatorFromEnv, createCommunicator } from './factory';
+import { runThreads } from './launch';
+
+describe('createCommunicator / communicatorFromEnv', () => {
+  it('picks mpi under mpirun or a PMI launcher, PFC_COLLECTIVE when set, else local', () => {
+    expect(backendFromEnv({})).toBe('local');
+    expect(backendFromEnv({ OMPI_COMM_WORLD_SIZE: '2' })).toBe('mpi');
+    expect(backendFromEnv({ PMI_SIZE: '4' })).toBe('mpi');
+    expect(backendFromEnv({ PMIX_RANK: '0' })).toBe('mpi');
+    expect(backendFromEnv({ OMPI_COMM_WORLD_SIZE: '2', PFC_COLLECTIVE: 'nccl' })).toBe('nccl');
+    expect(() => backendFromEnv({ PFC_COLLECTIVE: 'gloo' })).toThrow(expect.objectContaining({ code: 'E_ARGUMENT', message: expect.stringContaining('"gloo"') }));
+  });
+
+  it('local: one rank whose collectives are identities', async () => {
+    const c = await communicatorFromEnv({ env: {} });
+    expect([c.backend, c.rank, c.worldSize]).toEqual(['local', 0, 1]);
+    expect([...(await c.allReduce(new Float32Array([1.5, NaN]), 'max'))]).toEqual([1.5, NaN]);
+    expect([...(await c.allGather(new Int32Array([4, 5])))]).toEqual([4, 5]);
+  });
+
+  it('threads: the rank communicator inside runThreads, an error outside', async () => {
+    await expect(createCommunicator({ backend: 'threads', env: {} })).rejects.toMatchObject({ code: 'E_BACKEND_UNAVAILABLE', message: expect.stringContaining('runThreads') });
+    const out = await runThreads(2, { module: join(__dirname, '__fixtures__', 'ranks.ts'), export: 'factoryInRank' });
+    expect(out).toEqual([
+      { same: true, backend: 'threads' },
+      { same: true, backend: 'threads' },
+    ]);
+  });
+
+  it('nccl without mpirun and without the file bootstrap variables says what to set', async () => {
+    await expect(createCommunicator({ backend: 'nccl', env: {} })).rejects.toMatchObject({ code: 'E_BACKEND_UNAVAILABLE' });
+  });
+
+  it('rejects an unknown backend', async () => {
+    await expect(createCommunicator({ backend: 'gloo' as never })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+  });
+});

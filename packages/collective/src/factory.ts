@@ -1,0 +1,107 @@
+import { PfcError } from '@pfc/core';
+import type { Communicator } from './communicator';
+import { rankCommunicator } from './context';
+import { createLocalGroup } from './local';
+import { MpiCommunicator, launchedByMpi } from './mpi';
+import { NcclCommunicator } from './nccl';
+
+/** Backends {@link createCommunicator} can make. */
+export type CollectiveBackend = 'local' | 'threads' | 'mpi' | 'nccl';
+export const COLLECTIVE_BACKENDS: readonly CollectiveBackend[] = ['local', 'threads', 'mpi', 'nccl'];
+
+/** Options of {@link createCommunicator}. */
+export interface CreateCommunicatorOptions {
+  /**
+   * Backend; default: from the environment (see {@link communicatorFromEnv}). `local`: a group of one rank.
+   * `threads`: this thread's rank inside {@link runThreads}. `mpi`: the MPI world. `nccl`: GPUs, bootstrapped
+   * through MPI when launched by mpirun, else through the file `PFC_NCCL_ID_FILE` with `PFC_RANK`/`PFC_WORLD_SIZE`.
+   */
+  backend?: CollectiveBackend;
+  /** Milliseconds a collective may wait for the other ranks before `E_COLLECTIVE_TIMEOUT`. */
+  timeoutMs?: number;
+  /** CUDA device for `nccl` (default: the node-local rank, `OMPI_COMM_WORLD_LOCAL_RANK` / `LOCAL_RANK`, else 0). */
+  device?: number;
+  /** Environment to read (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The backend the environment asks for: `PFC_COLLECTIVE` if set, else `mpi` when an MPI launcher started the
+ * process (`OMPI_COMM_WORLD_SIZE`, `PMI_SIZE` or `PMIX_RANK` set), else `threads` inside a {@link runThreads}
+ * rank, else `local` (one rank).
+ */
+export function backendFromEnv(env: NodeJS.ProcessEnv = process.env): CollectiveBackend {
+  const forced = env.PFC_COLLECTIVE;
+  if (forced) {
+    if (!(COLLECTIVE_BACKENDS as readonly string[]).includes(forced)) {
+      throw new PfcError('E_ARGUMENT', `PFC_COLLECTIVE must be one of ${COLLECTIVE_BACKENDS.join(', ')}, got ${JSON.stringify(forced)}`);
+    }
+    return forced as CollectiveBackend;
+  }
+  if (launchedByMpi(env)) return 'mpi';
+  return rankCommunicator() ? 'threads' : 'local';
+}
+
+function intEnv(env: NodeJS.ProcessEnv, ...names: string[]): number | undefined {
+  for (const n of names) {
+    const v = env[n];
+    if (v !== undefined && /^\d+$/.test(v)) return Number(v);
+  }
+  return undefined;
+}
+
+/**
+ * Makes the communicator of this process (or thread) for `options.backend`, or for the backend the environment
+ * names when none is given. Throws `E_BACKEND_UNAVAILABLE` with what to install when a backend cannot be used.
+ *
+ * @example
+ * // train.ts, started as `mpirun -np 2 node train.js` (MPI) or plainly (one local rank):
+ * const comm = await createCommunicator();
+ * const grad = await comm.allReduce(new Float32Array(512), 'sum');
+ * await comm.close();
+ */
+export async function createCommunicator(options: CreateCommunicatorOptions = {}): Promise<Communicator> {
+  const env = options.env ?? process.env;
+  const backend = options.backend ?? backendFromEnv(env);
+  switch (backend) {
+    case 'local':
+      return createLocalGroup(1, { timeoutMs: options.timeoutMs })[0]!;
+    case 'threads': {
+      const c = rankCommunicator();
+      if (!c) {
+        throw new PfcError('E_BACKEND_UNAVAILABLE', 'threads backend: this thread is not a rank started by runThreads(worldSize, { module, export }); start the ranks with runThreads', {
+          details: { backend },
+        });
+      }
+      return c;
+    }
+    case 'mpi':
+      if (!launchedByMpi(env) && env.PFC_MPI_SINGLETON !== '1') {
+        // A singleton MPI world of one rank is legal but almost always a launch mistake.
+        throw new PfcError('E_BACKEND_UNAVAILABLE', 'mpi backend: this process was not started by mpirun (no OMPI_COMM_WORLD_SIZE / PMI_SIZE); run `mpirun -np <N> node <script>`, or set PFC_MPI_SINGLETON=1 for a one-rank MPI world', {
+          details: { backend },
+        });
+      }
+      return MpiCommunicator.world({ timeoutMs: options.timeoutMs });
+    case 'nccl': {
+      const device = options.device ?? intEnv(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 'LOCAL_RANK', 'MPI_LOCALRANKID') ?? 0;
+      if (launchedByMpi(env)) return NcclCommunicator.create({ bootstrap: { communicator: MpiCommunicator.world({ timeoutMs: options.timeoutMs }) }, device });
+      const file = env.PFC_NCCL_ID_FILE;
+      const rank = intEnv(env, 'PFC_RANK');
+      const worldSize = intEnv(env, 'PFC_WORLD_SIZE');
+      if (!file || rank === undefined || worldSize === undefined) {
+        throw new PfcError('E_BACKEND_UNAVAILABLE', 'nccl backend: start the ranks with mpirun, or set PFC_NCCL_ID_FILE (a path every rank can read), PFC_RANK and PFC_WORLD_SIZE', {
+          details: { backend },
+        });
+      }
+      return NcclCommunicator.create({ bootstrap: { file, rank, worldSize, timeoutMs: options.timeoutMs }, device });
+    }
+    default:
+      throw new PfcError('E_ARGUMENT', `createCommunicator: argument 'backend' must be one of ${COLLECTIVE_BACKENDS.join(', ')}, got ${JSON.stringify(backend)}`);
+  }
+}
+
+/** {@link createCommunicator} with the backend chosen by the environment (`PFC_COLLECTIVE`, mpirun, runThreads). */
+export async function communicatorFromEnv(options: Omit<CreateCommunicatorOptions, 'backend'> = {}): Promise<Communicator> {
+  return createCommunicator({ ...options, backend: backendFromEnv(options.env ?? process.env) });
+}
