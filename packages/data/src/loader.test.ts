@@ -1,14 +1,14 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PfcError } from '@pfc/core';
-import { RecordFaceDataset } from './dataset';
+import { FolderFaceDataset, RecordFaceDataset } from './dataset';
 import { FaceLoader } from './loader';
 import type { Batch } from './loader';
 import { DistributedSampler } from './sampler';
 import { synthIdentityImage, synthIdentitySeed } from './synth';
 import { FaceRecWriter, verifyRec, writeSynthRec } from './tools';
-import { decodeImage, encodeJpegJs } from './image';
+import { decodeImage, encodeJpegJs, encodePng } from './image';
 
 let dir: string;
 let rec: string;
@@ -224,5 +224,28 @@ describe('FaceLoader', () => {
     const l = new FaceLoader(ds, { batchSize: 4, imageSize: [96, 96], workers: 0 });
     await expect(collect(l.epoch(0))).rejects.toThrow(expect.objectContaining({ code: 'E_IMAGE_SIZE' }));
     ds.close();
+  });
+
+  it('loads an image folder through the workers and can be closed mid-epoch', async () => {
+    const root = join(dir, 'folder');
+    for (let c = 0; c < 3; c++) {
+      mkdirSync(join(root, `p${c}`), { recursive: true });
+      for (let j = 0; j < 4; j++) writeFileSync(join(root, `p${c}`, `${j}.png`), encodePng(synthIdentityImage(c, j)));
+    }
+    const ds = new FolderFaceDataset(root);
+    const l = new FaceLoader(ds, { batchSize: 4, workers: 2, shuffle: false, flip: false });
+    const batches = await collect(l.epoch(0));
+    expect(batches.map((b) => [...b.labels])).toEqual([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2]]);
+    const x = batches[1]!.images;
+    const ref = synthIdentityImage(1, 0).data; // PNG is lossless: exact pixels
+    let max = 0;
+    for (let k = 0; k < ref.length; k++) max = Math.max(max, Math.abs(x[k]! - (ref[k]! - 127.5) / 127.5));
+    expect(max).toBeLessThan(1e-6);
+    for await (const b of l.epoch(1)) {
+      expect(b.step).toBe(0);
+      break;
+    }
+    await l.close();
+    await expect(collect(l.epoch(2))).rejects.toThrow(expect.objectContaining({ code: 'E_LOADER_CLOSED' }));
   });
 });
