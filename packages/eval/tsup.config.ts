@@ -1,6 +1,10 @@
 import { pfcTsup } from '../../tooling/tsup';
 
-export default pfcTsup({
-  index: 'src/index.ts',
-  cli: 'src/cli.ts',
-});
+// onnxruntime-node is an optional dependency and @pfc/backbone an optional runtime load: never bundle either
+export default pfcTsup(
+  {
+    index: 'src/index.ts',
+    cli: 'src/cli.ts',
+  },
+  { external: ['onnxruntime-node', '@pfc/backbone', 'sharp'] },
+);

@@ -10,7 +10,8 @@ import { verifyBin } from './verify-bin';
 import { evaluateIjb, formatIjbTable, ijbTable, rocSvg } from './ijb';
 import type { IjbTarget } from './ijb';
 import { formatFixed } from './roc';
-import { writeFileSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
 /** Where the CLI writes: stdout for results, stderr for progress and errors. */
 export interface CliIo {
@@ -53,8 +54,7 @@ export async function loadModelEmbedder(opts: ModelOpts, log: (s: string) => voi
   if (lower.endsWith('.safetensors')) {
     let backbone: { loadSafetensors(path: string, network?: string): TfjsModelLike & { inputShape?: number[] } };
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      backbone = require('@pfc/backbone');
+      backbone = createRequire(__filename)('@pfc/backbone');
     } catch (cause) {
       throw new PfcError('E_BACKEND_UNAVAILABLE', `--model ${opts.model}: .safetensors models need the '@pfc/backbone' package (npm install @pfc/backbone), which failed to load: ${(cause as Error).message}`, { cause });
     }
@@ -260,7 +260,16 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
   }
 }
 
-if (require.main === module) {
+/** Whether this file is the process entry (works in the CJS and ESM builds and under tsx). */
+function isEntryPoint(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(__filename);
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
   void main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { PfcError, Progress, assertArg } from '@pfc/core';
 
@@ -120,8 +121,8 @@ type Ort = typeof import('onnxruntime-node', { with: { 'resolution-mode': 'requi
 /** Loads `onnxruntime-node` lazily (an optional dependency); `E_BACKEND_UNAVAILABLE` when it is missing. */
 export function loadOnnxRuntime(): Ort {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('onnxruntime-node') as Ort;
+    // createRequire works in both builds (the ESM build shims __filename)
+    return createRequire(__filename)('onnxruntime-node') as Ort;
   } catch (cause) {
     throw new PfcError(
       'E_BACKEND_UNAVAILABLE',

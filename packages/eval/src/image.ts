@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { PfcError } from '@pfc/core';
 
 /** An 8-bit RGB image, HWC, row-major. */
@@ -14,8 +15,7 @@ let sharpFn: SharpFn | null = null;
 function sharp(): SharpFn {
   if (sharpFn === null) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      sharpFn = require('sharp') as SharpFn;
+      sharpFn = createRequire(__filename)('sharp') as SharpFn;
     } catch (cause) {
       throw new PfcError('E_BACKEND_UNAVAILABLE', `image decoding needs the 'sharp' package, which failed to load: ${(cause as Error).message}`, { cause });
     }

@@ -146,9 +146,30 @@ function radixArgsort(keys: Float64Array): Uint32Array {
 
 /** Area under a curve by the trapezoidal rule (`sklearn.metrics.auc`, x ascending). */
 export function auc(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 1; i < x.length; i++) s += ((x[i]! - x[i - 1]!) * (y[i]! + y[i - 1]!)) / 2;
-  return s;
+  // np.trapz: the terms (dx · (y[i] + y[i−1]) / 2) summed with numpy's pairwise summation, so the value is bit-equal
+  const terms = new Float64Array(Math.max(0, x.length - 1));
+  for (let i = 1; i < x.length; i++) terms[i - 1] = ((x[i]! - x[i - 1]!) * (y[i]! + y[i - 1]!)) / 2;
+  return pairwiseSum(terms, 0, terms.length);
+}
+
+/** numpy's float64 pairwise summation (`add.reduce` over a contiguous vector). */
+export function pairwiseSum(a: Float64Array, off: number, n: number): number {
+  if (n < 8) {
+    let res = -0;
+    for (let i = 0; i < n; i++) res += a[off + i]!;
+    return res;
+  }
+  if (n <= 128) {
+    const r = [a[off]!, a[off + 1]!, a[off + 2]!, a[off + 3]!, a[off + 4]!, a[off + 5]!, a[off + 6]!, a[off + 7]!];
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j]! += a[off + i + j]!;
+    let res = r[0]! + r[1]! + (r[2]! + r[3]!) + (r[4]! + r[5]! + (r[6]! + r[7]!));
+    for (; i < n; i++) res += a[off + i]!;
+    return res;
+  }
+  let n2 = Math.floor(n / 2);
+  n2 -= n2 % 8;
+  return pairwiseSum(a, off, n2) + pairwiseSum(a, off + n2, n - n2);
 }
 
 /** The FAR targets of the IJB table. */

@@ -1,4 +1,5 @@
 import { assertArg } from '@pfc/core';
+import { pairwiseSum } from './roc';
 
 const f32 = Math.fround;
 
@@ -133,28 +134,9 @@ function mean(a: ArrayLike<number>): number {
   return s / a.length;
 }
 
-/** numpy's `np.mean`/`np.std` of a short float64 vector (pairwise sum is plain summation below 8 elements per block). */
+/** numpy's `np.mean` (pairwise summation, then divide). */
 function npMean(a: number[]): number {
-  return npSum(a) / a.length;
-}
-function npSum(a: number[]): number {
-  const n = a.length;
-  if (n < 8) {
-    let s = -0;
-    for (const v of a) s += v;
-    return s;
-  }
-  if (n <= 128) {
-    const r = a.slice(0, 8);
-    let i = 8;
-    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j]! += a[i + j]!;
-    let s = (r[0]! + r[1]! + (r[2]! + r[3]!)) + (r[4]! + r[5]! + (r[6]! + r[7]!));
-    for (; i < n; i++) s += a[i]!;
-    return s;
-  }
-  let n2 = Math.floor(n / 2);
-  n2 -= n2 % 8;
-  return npSum(a.slice(0, n2)) + npSum(a.slice(n2));
+  return pairwiseSum(Float64Array.from(a), 0, a.length) / a.length;
 }
 function npStd(a: number[]): number {
   const m = npMean(a);
