@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { PfcError } from './errors';
 import { registerWasmTrainingKernels } from './wasm-kernels';
+import { MAX_WASM_THREADS, registerThreadedWasmBackend, wasmThreads } from './wasm/threads';
 
 /** The tensor backends @pfc can run on, best first. */
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -27,8 +28,14 @@ export interface InitBackendOptions {
   log?: ((message: string) => void) | null;
   /** Module loader, replaceable in tests to simulate installed or missing native backends. */
   load?: (moduleName: string) => unknown;
-  /** Environment to read `PFC_BACKEND` from (default `process.env`). */
+  /** Environment to read `PFC_BACKEND` and `PFC_WASM_THREADS` from (default `process.env`). */
   env?: Record<string, string | undefined>;
+  /**
+   * Threads of the wasm backend, 1 to 8 (default: `PFC_WASM_THREADS`, else 1). Above 1, tfjs's threaded-SIMD build
+   * is started with @pfc's Node fixes; it must be chosen before the wasm backend first initialises in the process,
+   * and if it cannot start, the single-threaded backend is used and the log line says why.
+   */
+  threads?: number;
 }
 
 const NATIVE_MODULE: Record<'tensorflow-gpu' | 'tensorflow', string> = {
@@ -48,7 +55,12 @@ function parseBackend(value: string, origin: string): BackendName {
   );
 }
 
-async function tryBackend(name: BackendName, load: (m: string) => unknown): Promise<{ tfBackend: string; threads: number }> {
+async function tryBackend(
+  name: BackendName,
+  load: (m: string) => unknown,
+  wantedThreads: number,
+  notes: string[],
+): Promise<{ tfBackend: string; threads: number }> {
   switch (name) {
     case 'tensorflow-gpu':
     case 'tensorflow': {
@@ -59,8 +71,15 @@ async function tryBackend(name: BackendName, load: (m: string) => unknown): Prom
     case 'wasm': {
       load('@tensorflow/tfjs-backend-wasm');
       registerWasmTrainingKernels();
+      if (wantedThreads > 1) {
+        try {
+          await registerThreadedWasmBackend(wantedThreads);
+        } catch (err) {
+          notes.push(`threads unavailable: ${err instanceof Error ? err.message.split('\n')[0]! : String(err)}`);
+        }
+      }
       if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
-      return { tfBackend: 'wasm', threads: wasmThreadCount() };
+      return { tfBackend: 'wasm', threads: wasmThreads() };
     }
     case 'cpu': {
       load('@tensorflow/tfjs-backend-cpu');
@@ -70,10 +89,12 @@ async function tryBackend(name: BackendName, load: (m: string) => unknown): Prom
   }
 }
 
-function wasmThreadCount(): number {
-  const backend = tf.backend() as unknown as { wasm?: { _getThreadCount?: () => number } };
-  const fn = backend.wasm?._getThreadCount;
-  return typeof fn === 'function' ? fn() : 1;
+function parseThreads(value: number | string, origin: string): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (Number.isInteger(n) && n >= 1 && n <= MAX_WASM_THREADS) return n;
+  throw new PfcError('E_BACKEND_THREADS', `${origin}: wasm threads must be an integer from 1 to ${MAX_WASM_THREADS}, got ${JSON.stringify(value)}`, {
+    details: { value, max: MAX_WASM_THREADS },
+  });
 }
 
 /**
@@ -92,13 +113,20 @@ export async function initBackend(options: InitBackendOptions = {}): Promise<Bac
       : env.PFC_BACKEND
         ? parseBackend(env.PFC_BACKEND, 'environment variable PFC_BACKEND')
         : undefined;
+  const wantedThreads =
+    options.threads !== undefined
+      ? parseThreads(options.threads, 'initBackend: option threads')
+      : env.PFC_WASM_THREADS
+        ? parseThreads(env.PFC_WASM_THREADS, 'environment variable PFC_WASM_THREADS')
+        : 1;
   const candidates: BackendName[] = forced ? [forced] : [...BACKEND_NAMES];
   const skipped: BackendInfo['skipped'] = [];
   for (const name of candidates) {
     try {
-      const { tfBackend, threads } = await tryBackend(name, load);
+      const notes: string[] = [];
+      const { tfBackend, threads } = await tryBackend(name, load, wantedThreads, notes);
       const info: BackendInfo = { name, tfBackend, threads, skipped };
-      const line = `[pfc] tensor backend: ${name} (${threads} thread${threads === 1 ? '' : 's'})`;
+      const line = `[pfc] tensor backend: ${name} (${threads} thread${threads === 1 ? '' : 's'}${notes.map((n) => `; ${n}`).join('')})`;
       if (log && announced !== line) {
         announced = line;
         log(line);
