@@ -1,0 +1,87 @@
+/**
+ * Images per second of the @pfc/backbone networks on the selected tensor backend: inference-mode forward and a
+ * training step's forward + backward (`backwardFromEmbeddings`: training-mode BatchNorm, gradients of every
+ * trainable variable), for r18, r50 and mbf at batch 8 and 32. The baseline beside each row is PyTorch 1.13 on the
+ * CPUs of this machine kind (2 threads), measured separately and given to us: r18 forward 14.2 img/s, train
+ * 3.6 img/s; r50 forward 7.4, train 2.0 (no mbf figure). Options: `--quick` (batch 8 only),
+ * `--nets r18,mbf`, `--batches 8`, `--backend wasm|cpu|...`.
+ */
+import { availableParallelism } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '@pfc/core';
+import type { BackendName } from '@pfc/core';
+import { backwardFromEmbeddings, createBackbone, summary } from '@pfc/backbone';
+import { timeMs, writeReport } from './report';
+import type { Row } from './report';
+
+const PYTORCH_CPU: Record<string, { forward: number; train: number }> = {
+  r18: { forward: 14.2, train: 3.6 },
+  r50: { forward: 7.4, train: 2.0 },
+};
+
+function arg(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+export default async function (args: string[]): Promise<void> {
+  const quick = args.includes('--quick');
+  const nets = (arg(args, '--nets') ?? 'r18,r50,mbf').split(',');
+  const batches = (arg(args, '--batches') ?? (quick ? '8' : '8,32')).split(',').map(Number);
+  const info = await initBackend({ backend: arg(args, '--backend') as BackendName | undefined, log: null });
+  const rows: Row[] = [];
+  for (const net of nets) {
+    const s = summary(net);
+    const model = createBackbone(net, { seed: 1 });
+    for (const batch of batches) {
+      // r50 at batch 32 is ~400 GFLOP per forward: one timed run after one warm-up keeps the default run short.
+      const heavy = s.macs * batch > 60e9;
+      const runs = heavy ? 1 : 2;
+      const x = tf.randomUniform([batch, 112, 112, 3], -1, 1, 'float32', 2);
+      const dEmb = tf.randomNormal([batch, s.embeddingSize], 0, 1, 'float32', 3);
+      const row: Row = { network: net, batch, backend: info.name, threads: info.threads };
+      try {
+        const fwdMs = await timeMs(async () => {
+          const y = model.apply(x);
+          await y.data();
+          y.dispose();
+        }, runs, 1);
+        const trainMs = await timeMs(async () => {
+          const grads = backwardFromEmbeddings(model, x, dEmb);
+          await Promise.all([...grads.values()].map((g) => g.data()));
+          tf.dispose([...grads.values()]);
+        }, runs, 1);
+        const fwd = (batch * 1000) / fwdMs;
+        const train = (batch * 1000) / trainMs;
+        const base = PYTORCH_CPU[net];
+        Object.assign(row, {
+          'forward img/s': fwd,
+          'PyTorch CPU forward img/s': base?.forward ?? null,
+          'forward ratio': base ? fwd / base.forward : null,
+          'fwd+bwd img/s': train,
+          'PyTorch CPU train img/s': base?.train ?? null,
+          'train ratio': base ? train / base.train : null,
+          'GFLOP/s (fwd)': (2 * s.macs * fwd) / 1e9,
+          runs,
+        });
+      } catch (err) {
+        row.error = (err as Error).message.split('\n')[0]!;
+      }
+      rows.push(row);
+      process.stderr.write(`${JSON.stringify(row)}\n`);
+      tf.dispose([x, dEmb]);
+    }
+    model.dispose();
+  }
+  writeReport({
+    name: 'backbone',
+    description:
+      'Images per second of iResNet-18/50 and MobileFaceNet (112×112, embedding 512) on the selected tfjs backend: inference-mode forward, and forward + backward of a training step (training-mode BatchNorm with running-stat updates, gradients of every trainable variable via backwardFromEmbeddings). Baseline: PyTorch 1.13 CPU on this machine kind, 2 threads (given figures, same batch regime).',
+    rows,
+    notes: [
+      `backend ${info.name} (${info.tfBackend}), ${info.threads} thread${info.threads === 1 ? '' : 's'}, ${availableParallelism()} logical cores; median of ${quick ? 2 : '1–2'} timed runs after one warm-up (1 for configurations above 60 GMACs per batch).`,
+      'ratio = ours / PyTorch CPU (higher is better; < 1 means slower). The 2 cores were shared with other engineers’ builds and tests during the run, so absolute numbers are contended.',
+      'Backbone training on CPU is for small models and tests (see docs/decisions and engine.md); real runs use tfjs-node-gpu.',
+    ],
+  });
+}
