@@ -123,8 +123,8 @@ export class ClassBank {
     const d = this.dim;
     if (c instanceof Uint16Array) {
       for (let j = 0; j < d; j++) out[off + j] = HALF_TO_FLOAT[c[base + j]!]!;
-    } else if (off === 0 && out.length === d && out.constructor === c.constructor) {
-      (out as Float32Array).set(c.subarray(base, base + d) as Float32Array);
+    } else if (out.constructor === c.constructor) {
+      (out as Float32Array).set(c.subarray(base, base + d) as Float32Array, off);
     } else {
       for (let j = 0; j < d; j++) out[off + j] = c[base + j]!;
     }
@@ -176,27 +176,59 @@ export class ClassBank {
    * One PyTorch SGD step on row `row`: `g = grad + wd·w; buf = μ·buf + g; w -= lr·buf` (`grad` null = zero gradient,
    * as V2's unsampled rows). With a zero-initialised momentum the first step gives `buf = g`, as PyTorch.
    */
-  sgdRow(row: number, grad: ArrayLike<number> | null, gradOff: number, o: SgdOptions): void {
-    const w = this.rowA;
-    const m = this.rowB;
-    const d = this.dim;
-    this.read(this.w, row, w, 0);
-    this.read(this.m, row, m, 0);
-    const { lr, momentum, weightDecay } = o;
-    if (grad) {
+  sgdRow(row: number, grad: Float64Array | null, gradOff: number, o: SgdOptions): void {
+    const ci = Math.floor(row / this.rowsPerChunk);
+    const base = (row % this.rowsPerChunk) * this.dim;
+    const w = this.w[ci]!;
+    const m = this.m[ci]!;
+    if (w instanceof Uint16Array) {
+      const wr = this.rowA;
+      const mr = this.rowB;
+      const d = this.dim;
       for (let j = 0; j < d; j++) {
-        const b = momentum * m[j]! + (grad[gradOff + j]! + weightDecay * w[j]!);
-        m[j] = b;
-        w[j] = w[j]! - lr * b;
+        wr[j] = HALF_TO_FLOAT[w[base + j]!]!;
+        mr[j] = HALF_TO_FLOAT[(m as Uint16Array)[base + j]!]!;
       }
+      sgdLoop(wr, mr, 0, d, grad, gradOff, o.lr, o.momentum, o.weightDecay);
+      this.write(this.w, row, wr, 0);
+      this.write(this.m, row, mr, 0);
+    } else if (w instanceof Float32Array) {
+      sgdLoop32(w, m as Float32Array, base, this.dim, grad, gradOff, o.lr, o.momentum, o.weightDecay);
     } else {
-      for (let j = 0; j < d; j++) {
-        const b = momentum * m[j]! + weightDecay * w[j]!;
-        m[j] = b;
-        w[j] = w[j]! - lr * b;
-      }
+      sgdLoop(w, m as Float64Array, base, this.dim, grad, gradOff, o.lr, o.momentum, o.weightDecay);
     }
-    this.write(this.w, row, w, 0);
-    this.write(this.m, row, m, 0);
+  }
+}
+
+// monomorphic loops: one per storage type, so V8 keeps the element accesses fast
+function sgdLoop32(w: Float32Array, m: Float32Array, base: number, d: number, g: Float64Array | null, go: number, lr: number, mu: number, wd: number): void {
+  if (g) {
+    for (let j = 0; j < d; j++) {
+      const b = mu * m[base + j]! + (g[go + j]! + wd * w[base + j]!);
+      m[base + j] = b;
+      w[base + j] = w[base + j]! - lr * b;
+    }
+  } else {
+    for (let j = 0; j < d; j++) {
+      const b = mu * m[base + j]! + wd * w[base + j]!;
+      m[base + j] = b;
+      w[base + j] = w[base + j]! - lr * b;
+    }
+  }
+}
+
+function sgdLoop(w: Float64Array, m: Float64Array, base: number, d: number, g: Float64Array | null, go: number, lr: number, mu: number, wd: number): void {
+  if (g) {
+    for (let j = 0; j < d; j++) {
+      const b = mu * m[base + j]! + (g[go + j]! + wd * w[base + j]!);
+      m[base + j] = b;
+      w[base + j] = w[base + j]! - lr * b;
+    }
+  } else {
+    for (let j = 0; j < d; j++) {
+      const b = mu * m[base + j]! + wd * w[base + j]!;
+      m[base + j] = b;
+      w[base + j] = w[base + j]! - lr * b;
+    }
   }
 }
