@@ -171,6 +171,23 @@ describe('IJB building blocks', () => {
     expect(() => pairScores(res.templateIds, res.features, 2, Int32Array.from([3]), Int32Array.from([4]))).toThrow(/template 4/);
   });
 
+  it('the SIMD scoring kernel equals the JS loop (and dims that are not a multiple of 16 use JS)', () => {
+    const rng = new Rng(5);
+    for (const dim of [512, 128, 20]) {
+      const T = 300;
+      const f = Float32Array.from({ length: T * dim }, () => rng.normal() / Math.sqrt(dim));
+      const ids = Int32Array.from({ length: T }, (_, i) => 3 * i + 1);
+      const n = 5000;
+      const t1 = Int32Array.from({ length: n }, () => ids[rng.int(T)]!);
+      const t2 = Int32Array.from({ length: n }, () => ids[rng.int(T)]!);
+      const fast = pairScores(ids, f, dim, t1, t2);
+      const js = pairScores(ids, f, dim, t1, t2, 'js');
+      // float32 lane accumulation against float64 accumulation of float32 products: 1e-6 absolute on unit-norm-ish rows
+      for (let p = 0; p < n; p++) expect(Math.abs(fast[p]! - js[p]!)).toBeLessThan(1e-6);
+    }
+    expect(pairScores(Int32Array.from([1]), new Float32Array(16), 16, new Int32Array(0), new Int32Array(0))).toHaveLength(0);
+  });
+
   it('applies the test modes', () => {
     const e = Float32Array.from([3, 4]);
     const f = Float32Array.from([3, 4]);

@@ -7,6 +7,7 @@ import { decodeImage } from './image';
 import { embedImages } from './embed';
 import type { EmbedImagesOptions, Embedder } from './embed';
 import { IJB_FARS, auc, formatTar, rocCurve, tarAtFar } from './roc';
+import { wasmPairDots } from './dot-wasm';
 import type { RocCurve, TarAtFar } from './roc';
 
 /** The two IJB 1:1 protocols. */
@@ -280,25 +281,58 @@ export function imageFeatures(embeddings: Float32Array, dim: number, mode: IjbTe
 }
 
 /**
- * Cosine score of every pair from normalised template features: `score = ⟨f(t1), f(t2)⟩`.
+ * Cosine score of every pair from normalised template features: `score = ⟨f(t1), f(t2)⟩`. Uses a WebAssembly SIMD
+ * kernel (float32 products, four f32x4 accumulators) when the runtime has it and `dim` is a multiple of 16, else a
+ * JS loop accumulating in float64; the two agree to about 1e-6.
+ * @param kernel `'auto'` (default) or `'js'` to force the JS loop
  * @throws PfcError `E_IJB_META` when a pair names a template without images
  */
-export function pairScores(templateIds: Int32Array, features: Float32Array, dim: number, t1: Int32Array, t2: Int32Array): Float32Array {
+export function pairScores(templateIds: Int32Array, features: Float32Array, dim: number, t1: Int32Array, t2: Int32Array, kernel: 'auto' | 'js' = 'auto'): Float32Array {
+  assertArg(t1.length === t2.length, 'pairScores', 't2.length', t2.length, `equal to t1.length ${t1.length}`);
+  // dense id → row table when ids are small non-negative integers (IJB ids are < 200k), else a Map
+  let maxId = -1;
+  let minId = 0;
+  for (const t of templateIds) {
+    if (t > maxId) maxId = t;
+    if (t < minId) minId = t;
+  }
+  const dense = minId >= 0 && maxId < 1 << 24 ? new Int32Array(maxId + 1).fill(-1) : null;
   const index = new Map<number, number>();
-  templateIds.forEach((t, i) => index.set(t, i));
+  templateIds.forEach((t, i) => (dense ? (dense[t] = i) : index.set(t, i)));
   const n = t1.length;
+  const rowsA = new Int32Array(n);
+  const rowsB = new Int32Array(n);
+  const row = (t: number, p: number): number => {
+    const v = dense ? (t >= 0 && t <= maxId ? dense[t]! : -1) : index.get(t) ?? -1;
+    if (v < 0) throw new PfcError('E_IJB_META', `pair ${p + 1} names template ${t}, which has no image in the tid/mid file`, { details: { pair: p, template: t } });
+    return v;
+  };
+  for (let p = 0; p < n; p++) {
+    rowsA[p] = row(t1[p]!, p);
+    rowsB[p] = row(t2[p]!, p);
+  }
+  if (kernel === 'auto') {
+    const fast = wasmPairDots(features, dim, rowsA, rowsB);
+    if (fast) return fast;
+  }
   const out = new Float32Array(n);
   for (let p = 0; p < n; p++) {
-    const a = index.get(t1[p]!);
-    const b = index.get(t2[p]!);
-    if (a === undefined || b === undefined) {
-      throw new PfcError('E_IJB_META', `pair ${p + 1} names template ${a === undefined ? t1[p] : t2[p]}, which has no image in the tid/mid file`, { details: { pair: p, template: a === undefined ? t1[p] : t2[p] } });
+    const oa = rowsA[p]! * dim;
+    const ob = rowsB[p]! * dim;
+    // four partial sums: independent dependency chains run about 3× faster than one
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    let k = 0;
+    for (; k + 4 <= dim; k += 4) {
+      s0 += features[oa + k]! * features[ob + k]!;
+      s1 += features[oa + k + 1]! * features[ob + k + 1]!;
+      s2 += features[oa + k + 2]! * features[ob + k + 2]!;
+      s3 += features[oa + k + 3]! * features[ob + k + 3]!;
     }
-    const oa = a * dim;
-    const ob = b * dim;
-    let s = 0;
-    for (let k = 0; k < dim; k++) s += features[oa + k]! * features[ob + k]!;
-    out[p] = s;
+    for (; k < dim; k++) s0 += features[oa + k]! * features[ob + k]!;
+    out[p] = s0 + s1 + (s2 + s3);
   }
   return out;
 }

@@ -31,50 +31,53 @@ export function rocCurve(scores: ArrayLike<number>, labels: ArrayLike<number | b
   assertArg(labels.length === n, 'rocCurve', 'labels.length', labels.length, `equal to scores.length ${n}`);
   assertArg(n > 0, 'rocCurve', 'scores.length', n, 'at least 1');
   const order = sortDescending(scores);
-  // cumulative counts at the last index of each distinct score
-  const tpsAll: number[] = [];
-  const fpsAll: number[] = [];
-  const thrAll: number[] = [];
+  // cumulative counts at the last index of each distinct score (typed arrays: 16M pairs fit comfortably)
+  const tpsAll = new Float64Array(n);
+  const fpsAll = new Float64Array(n);
+  const thrAll = new Float64Array(n);
+  let m0 = 0;
   let tp = 0;
   let fp = 0;
+  let s = scores[order[0]!]!;
   for (let i = 0; i < n; i++) {
     const k = order[i]!;
-    const s = scores[k]!;
-    assertArg(!Number.isNaN(s), 'rocCurve', `scores[${k}]`, s, 'a number (NaN found)');
+    if (Number.isNaN(s)) assertArg(false, 'rocCurve', `scores[${k}]`, s, 'a number (NaN found)');
     if (labels[k]) tp++;
     else fp++;
     const next = i + 1 < n ? scores[order[i + 1]!]! : NaN;
     if (i === n - 1 || next !== s) {
-      tpsAll.push(tp);
-      fpsAll.push(fp);
-      thrAll.push(s);
+      tpsAll[m0] = tp;
+      fpsAll[m0] = fp;
+      thrAll[m0] = s;
+      m0++;
     }
+    s = next;
   }
-  let keep: number[];
-  if (options.dropIntermediate ?? true) {
-    if (tpsAll.length > 2) {
-      keep = [0];
-      for (let i = 1; i < tpsAll.length - 1; i++) {
-        const d2f = fpsAll[i + 1]! - 2 * fpsAll[i]! + fpsAll[i - 1]!;
-        const d2t = tpsAll[i + 1]! - 2 * tpsAll[i]! + tpsAll[i - 1]!;
-        if (!(d2f === 0 && d2t === 0)) keep.push(i);
-      }
-      keep.push(tpsAll.length - 1);
-    } else keep = tpsAll.map((_, i) => i);
-  } else keep = tpsAll.map((_, i) => i);
-  const m = keep.length + 1;
-  const fpr = new Float64Array(m);
-  const tpr = new Float64Array(m);
-  const thresholds = new Float64Array(m);
+  // sklearn's drop_intermediate: keep first, last and every point where a second difference is non-zero
+  const drop = (options.dropIntermediate ?? true) && m0 > 2;
+  const keep = new Int32Array(m0);
+  let m = 0;
+  for (let i = 0; i < m0; i++) {
+    if (drop && i > 0 && i < m0 - 1) {
+      const d2f = fpsAll[i + 1]! - 2 * fpsAll[i]! + fpsAll[i - 1]!;
+      const d2t = tpsAll[i + 1]! - 2 * tpsAll[i]! + tpsAll[i - 1]!;
+      if (d2f === 0 && d2t === 0) continue;
+    }
+    keep[m++] = i;
+  }
+  const fpr = new Float64Array(m + 1);
+  const tpr = new Float64Array(m + 1);
+  const thresholds = new Float64Array(m + 1);
   const P = tp;
   const N = fp;
   thresholds[0] = (options.firstThreshold ?? 'max+1') === 'inf' ? Infinity : thrAll[0]! + 1;
-  keep.forEach((idx, j) => {
+  for (let j = 0; j < m; j++) {
+    const idx = keep[j]!;
     // sklearn divides by the last cumulative count; an empty class gives NaN (sklearn warns)
     fpr[j + 1] = fpsAll[idx]! / N;
     tpr[j + 1] = tpsAll[idx]! / P;
     thresholds[j + 1] = thrAll[idx]!;
-  });
+  }
   fpr[0] = N === 0 ? NaN : 0;
   tpr[0] = P === 0 ? NaN : 0;
   return { fpr, tpr, thresholds };
@@ -97,11 +100,12 @@ function radixArgsort(keys: Float64Array): Uint32Array {
   const n = keys.length;
   const hi = new Uint32Array(n);
   const lo = new Uint32Array(n);
-  const view = new DataView(new ArrayBuffer(8));
+  // the IEEE bits through a Uint32 alias (little-endian hosts; Node runs on nothing else here)
+  const clean = Float64Array.from(keys, (k) => (k === 0 ? 0 : k));
+  const bits = new Uint32Array(clean.buffer);
   for (let i = 0; i < n; i++) {
-    view.setFloat64(0, keys[i]! === 0 ? 0 : keys[i]!, true);
-    let h = view.getUint32(4, true);
-    let l = view.getUint32(0, true);
+    let h = bits[2 * i + 1]!;
+    let l = bits[2 * i]!;
     // order-preserving map of IEEE bits to unsigned integers
     if (h & 0x80000000) {
       h = ~h >>> 0;
