@@ -90,7 +90,28 @@ describe('.idx', () => {
   });
 
   it('rejects a malformed line with its line number', () => {
-    expect(() => parseIdx('1\t0\nxx\n', 'a.idx')).toThrow(/a\.idx line 2/);
+    expect(() => parseIdx('1\t0\nxx\n', 'a.idx')).toThrow(/a\.idx line 2: expected 'key<TAB>offset', got "xx"/);
+    expect(() => parseIdx('1\t0\n\n3\t\n', 'a.idx')).toThrow(/line 3/);
+    expect(() => parseIdx('1\t0 7\n', 'a.idx')).toThrow(/line 1/);
+  });
+
+  it('accepts CRLF, spaces and blank lines; a repeated key keeps its first place and last offset', () => {
+    const { keys, offsets } = parseIdx('5 0\r\n\n  7\t12\r\n5\t40\n-1\t8');
+    expect(keys).toEqual([5, 7, -1]);
+    expect([...offsets.entries()]).toEqual([[5, 40], [7, 12], [-1, 8]]);
+  });
+
+  it('looks up sparse and dense keys alike', () => {
+    const path = join(dir, 'sparse.rec');
+    const w = new RecordIOWriter(path);
+    const keys = [1e9, 3, 0, 123456];
+    keys.forEach((k, i) => w.write(k, Uint8Array.from([i])));
+    w.close();
+    const r = new RecordIOReader(path);
+    keys.forEach((k, i) => expect([...r.read(k)]).toEqual([i]));
+    expect(r.has(4)).toBe(false);
+    expect(r.has(-1)).toBe(false);
+    r.close();
   });
 });
 

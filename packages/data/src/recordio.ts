@@ -121,25 +121,112 @@ function readRecordAt(fd: number, file: string, fileSize: number, offset: number
   return { offset, payload: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), parts, end: pos };
 }
 
-/** Parses `.idx` text (`key\toffset` per line) into keys in file order and their offsets. */
-export function parseIdx(text: string, file = '<idx>'): { keys: number[]; offsets: Map<number, number> } {
-  const keys: number[] = [];
-  const offsets = new Map<number, number>();
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.trim();
-    if (line === '') continue;
-    const m = /^(-?\d+)\s+(\d+)$/.exec(line);
-    if (!m) {
-      throw new PfcError('E_RECORDIO_IDX', `RecordIO: ${file} line ${i + 1}: expected 'key<TAB>offset', got ${JSON.stringify(line.slice(0, 80))}`, {
-        details: { file, line: i + 1 },
-      });
+/**
+ * Key → offset lookup. Dense keys (the usual 0…N or 1…N) live in a Float64Array indexed by key, which for tens of
+ * millions of records costs 8 bytes each instead of a Map entry; anything else falls back to a Map.
+ */
+class KeyIndex {
+  private readonly dense: Float64Array | null;
+  private readonly map: Map<number, number> | null;
+
+  constructor(keys: ArrayLike<number>, offsets: ArrayLike<number>) {
+    let max = -1;
+    let ok = true;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      if (!(Number.isInteger(k) && k >= 0)) ok = false;
+      else if (k > max) max = k;
     }
-    const key = Number(m[1]);
-    if (!offsets.has(key)) keys.push(key);
-    offsets.set(key, Number(m[2]));
+    if (ok && max < 2 * keys.length + 1024) {
+      this.dense = new Float64Array(max + 1).fill(-1);
+      for (let i = 0; i < keys.length; i++) this.dense[keys[i]!] = offsets[i]!;
+      this.map = null;
+    } else {
+      this.dense = null;
+      this.map = new Map();
+      for (let i = 0; i < keys.length; i++) this.map.set(keys[i]!, offsets[i]!);
+    }
+  }
+
+  get(key: number): number | undefined {
+    if (this.dense) {
+      const o = Number.isInteger(key) && key >= 0 && key < this.dense.length ? this.dense[key]! : -1;
+      return o < 0 ? undefined : o;
+    }
+    return this.map!.get(key);
+  }
+}
+
+/**
+ * Parses `.idx` bytes (`key<TAB>offset` per line, any blank or `\r`) into keys in file order and their offsets; a
+ * key listed twice keeps its first position and its last offset (the dict `MXIndexedRecordIO` builds).
+ * @throws PfcError `E_RECORDIO_IDX` naming the line
+ */
+function parseIdxBytes(buf: Uint8Array, file: string): { keys: number[]; offsets: number[] } {
+  const keys: number[] = [];
+  const offsets: number[] = [];
+  const pos = new Map<number, number>();
+  let line = 1;
+  let i = 0;
+  const n = buf.length;
+  const bad = (): never => {
+    let e = i;
+    while (e < n && buf[e] !== 10) e++;
+    let st = i;
+    while (st > 0 && buf[st - 1] !== 10) st--;
+    const text = Buffer.from(buf.subarray(st, Math.min(e, st + 80))).toString('utf8');
+    throw new PfcError('E_RECORDIO_IDX', `RecordIO: ${file} line ${line}: expected 'key<TAB>offset', got ${JSON.stringify(text)}`, {
+      details: { file, line },
+    });
+  };
+  const isSpace = (c: number) => c === 9 || c === 32 || c === 13;
+  while (i < n) {
+    while (i < n && isSpace(buf[i]!)) i++;
+    if (i < n && buf[i] === 10) {
+      i++;
+      line++;
+      continue;
+    }
+    if (i >= n) break;
+    let neg = false;
+    if (buf[i] === 45) {
+      neg = true;
+      i++;
+    }
+    let key = 0;
+    let digits = 0;
+    while (i < n && buf[i]! >= 48 && buf[i]! <= 57) {
+      key = key * 10 + (buf[i]! - 48);
+      i++;
+      digits++;
+    }
+    if (digits === 0 || i >= n || !isSpace(buf[i]!)) bad();
+    while (i < n && isSpace(buf[i]!)) i++;
+    let off = 0;
+    digits = 0;
+    while (i < n && buf[i]! >= 48 && buf[i]! <= 57) {
+      off = off * 10 + (buf[i]! - 48);
+      i++;
+      digits++;
+    }
+    if (digits === 0) bad();
+    while (i < n && isSpace(buf[i]!)) i++;
+    if (i < n && buf[i] !== 10) bad();
+    if (neg) key = -key;
+    const at = pos.get(key);
+    if (at === undefined) {
+      pos.set(key, keys.length);
+      keys.push(key);
+      offsets.push(off);
+    } else offsets[at] = off;
   }
   return { keys, offsets };
+}
+
+/** Parses `.idx` text (`key\toffset` per line) into keys in file order and their offsets. */
+export function parseIdx(text: string, file = '<idx>'): { keys: number[]; offsets: Map<number, number> } {
+  const { keys, offsets } = parseIdxBytes(Buffer.from(text, 'utf8'), file);
+  return { keys, offsets: new Map(keys.map((k, i) => [k, offsets[i]!])) };
 }
 
 /** `.idx` text for keys and offsets: `key\toffset\n` per record, as `MXIndexedRecordIO` writes it. */
@@ -177,7 +264,7 @@ export class RecordIOReader {
   readonly fileSize: number;
   /** `.idx` errors left out with `badIndex: 'drop'`. */
   readonly badIndexEntries: PfcError[] = [];
-  private readonly offsets: Map<number, number>;
+  private readonly offsets: KeyIndex;
   private fd: number;
 
   /**
@@ -195,11 +282,12 @@ export class RecordIOReader {
     this.fileSize = fstatSync(this.fd).size;
     const idx = options.idx === undefined ? idxPathFor(path) : options.idx;
     if (idx !== null && existsSync(idx)) {
-      const parsed = parseIdx(readFileSync(idx, 'utf8'), idx);
+      const parsed = parseIdxBytes(readFileSync(idx), idx);
       const keys: number[] = [];
-      const offsets = new Map<number, number>();
-      for (const k of parsed.keys) {
-        const o = parsed.offsets.get(k)!;
+      const offsets: number[] = [];
+      for (let i = 0; i < parsed.keys.length; i++) {
+        const k = parsed.keys[i]!;
+        const o = parsed.offsets[i]!;
         if (o + 8 > this.fileSize) {
           const err = new PfcError(
             'E_RECORDIO_IDX',
@@ -214,10 +302,10 @@ export class RecordIOReader {
           continue;
         }
         keys.push(k);
-        offsets.set(k, o);
+        offsets.push(o);
       }
       this.keys = keys;
-      this.offsets = offsets;
+      this.offsets = new KeyIndex(keys, offsets);
       this.indexed = true;
     } else if (idx !== null && options.idx !== undefined) {
       closeSync(this.fd);
@@ -231,7 +319,7 @@ export class RecordIOReader {
       const ids = new Set(entries.map((e) => e[0]));
       const byId = ids.size === entries.length;
       this.keys = entries.map((e, i) => (byId ? e[0] : i));
-      this.offsets = new Map(entries.map((e, i) => [byId ? e[0] : i, e[1]]));
+      this.offsets = new KeyIndex(this.keys, entries.map((e) => e[1]));
       this.fd = openSync(path, 'r');
       this.indexed = false;
     }
@@ -244,7 +332,7 @@ export class RecordIOReader {
 
   /** Whether `key` is in the index. */
   has(key: number): boolean {
-    return this.offsets.has(key);
+    return this.offsets.get(key) !== undefined;
   }
 
   /** Byte offset of `key`'s record. @throws PfcError `E_RECORDIO_KEY` */
