@@ -57,6 +57,17 @@ describe('ONNX export (wasm forward vs onnxruntime-node)', () => {
     model.dispose();
   });
 
+  it('infers other configurations from the graph alone (MobileFaceNet with a residual first stage, uneven iResNet depths, BN folded)', () => {
+    for (const spec of [{ name: 'mbf', scale: 1, blocks: [2, 1, 2, 1], embeddingSize: 64 }, { name: 'iresnet', layers: [2, 3, 1, 2], widths: [8, 8, 16, 16], stemWidth: 4, embeddingSize: 8, inputSize: 56 }] as const) {
+      const model = createBackbone(spec as BackboneConfig | string);
+      for (const foldBatchNorm of [false, true]) {
+        const imp = importOnnx(exportOnnx(model.config, model.getStateDict(), { foldBatchNorm }));
+        expect(imp.config).toEqual(model.config);
+      }
+      model.dispose();
+    }
+  });
+
   it('declares input data [None, 3, S, S], opset 11 and state-dict initializer names', () => {
     const model = createBackbone(SMALL);
     const root = new protobuf.Root().loadSync(join(__dirname, 'onnx.proto'), { keepCase: true });

@@ -297,7 +297,7 @@ export function importOnnx(bytes: Uint8Array, source = '<buffer>'): ImportedOnnx
       const b = n.input[2] ? valueOf(n.input[2]).data : undefined;
       return { c: c.out, h: convOutSize(x.h, c), w: convOutSize(x.w, c), convBias: b };
     },
-    bn(x, name, frozen) {
+    bn(x, name) {
       const C = 'c' in x ? x.c : x.f;
       const bias = 'c' in x ? x.convBias : x.linearBias;
       if (bias) {
@@ -317,9 +317,6 @@ export function importOnnx(bytes: Uint8Array, source = '<buffer>'): ImportedOnnx
         }
         const eps = attr(n, 'epsilon')?.f ?? 1e-5;
         if (Math.abs(eps - BN_EPS) > 1e-9) throw fail(`${name}: BatchNormalization epsilon ${eps}, expected ${BN_EPS}`);
-        if (frozen && state.get(`${name}.weight`)!.data.some((v) => v !== 1)) {
-          // The reference freezes this weight at 1; a graph with other values is kept as is (still the same function).
-        }
       }
       state.set(`${name}.num_batches_tracked`, { dtype: 'int64', shape: [], data: BigInt64Array.of(0n) });
       return 'c' in x ? { c: x.c, h: x.h, w: x.w } : { f: x.f };
@@ -428,10 +425,8 @@ function inferConfig(
       if (s === 2) stage++;
       else counts[stage]!++;
     }
-    const b0 = shapes[1]!.group === 64 && shapes[1]!.dims[1] === 2 ? 1 : counts[0]!;
-    const cfg = resolveConfig({ name: 'mbf', scale, blocks: [b0, counts[1]!, counts[2]!, counts[3]!], embeddingSize });
-    if (b0 === 1 && counts[0] !== 1) throw notBackbone('unexpected first MobileFaceNet stage');
-    return cfg;
+    // blocks[0] == 1 is the single grouped ConvBlock (a Residual of one block does not occur in the reference).
+    return resolveConfig({ name: 'mbf', scale, blocks: counts, embeddingSize });
   }
   // iResNet: after the stem, blocks of two 3x3 convs (the second carries the stage's stride 2 in a first block) and
   // a 1x1 projection shortcut in each stage's first block.
