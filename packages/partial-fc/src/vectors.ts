@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { PfcError, initBackend, npyToFloat64, readNpy } from '@pfc/core';
 import { runLocal, runThreads, type Communicator } from '@pfc/collective';
 import { PartialFC, type StepResult } from './partial-fc';
@@ -20,6 +20,11 @@ export interface VectorRankResult {
   weightAfter: Float64Array | null;
   classStart: number;
   numLocal: number;
+}
+
+/** The module that exports {@link vectorRank}: this file, or in a build the package entry next to the CLI bundle. */
+function rankModule(): string {
+  return basename(__filename).startsWith('cli.') ? join(dirname(__filename), `index${extname(__filename)}`) : __filename;
 }
 
 function readSpec(dir: string): VectorSpec {
@@ -230,7 +235,7 @@ export async function checkVectors(dir: string, options: CheckVectorsOptions = {
     const args: VectorRankArgs = { dir, dtype, worldSize: W, update, tensorBackend: options.tensorBackend ?? 'cpu' };
     const perRank =
       backendName === 'threads'
-        ? await runThreads<VectorRankResult, VectorRankArgs>(W, { module: __filename, export: 'vectorRank', args })
+        ? await runThreads<VectorRankResult, VectorRankArgs>(W, { module: rankModule(), export: 'vectorRank', args })
         : await runLocal(W, (comm) => vectorRank(comm, args));
     // assemble global arrays in the reference's layout
     const gradE = new Float64Array(Ntot * d);
