@@ -163,9 +163,11 @@ class KeyIndex {
  * @throws PfcError `E_RECORDIO_IDX` naming the line
  */
 function parseIdxBytes(buf: Uint8Array, file: string): { keys: number[]; offsets: number[] } {
-  const keys: number[] = [];
-  const offsets: number[] = [];
-  const pos = new Map<number, number>();
+  // at most one entry per 4 bytes ("0\t0\n"); grown on demand
+  let cap = 1024;
+  let ks = new Float64Array(cap);
+  let os = new Float64Array(cap);
+  let count = 0;
   let line = 1;
   let i = 0;
   const n = buf.length;
@@ -213,12 +215,44 @@ function parseIdxBytes(buf: Uint8Array, file: string): { keys: number[]; offsets
     while (i < n && isSpace(buf[i]!)) i++;
     if (i < n && buf[i] !== 10) bad();
     if (neg) key = -key;
-    const at = pos.get(key);
-    if (at === undefined) {
-      pos.set(key, keys.length);
-      keys.push(key);
-      offsets.push(off);
-    } else offsets[at] = off;
+    if (count === cap) {
+      cap *= 2;
+      const k2 = new Float64Array(cap);
+      k2.set(ks);
+      ks = k2;
+      const o2 = new Float64Array(cap);
+      o2.set(os);
+      os = o2;
+    }
+    ks[count] = key;
+    os[count] = off;
+    count++;
+  }
+  let increasing = true;
+  for (let j = 1; j < count && increasing; j++) if (!(ks[j]! > ks[j - 1]!)) increasing = false;
+  if (increasing) return { keys: Array.from(ks.subarray(0, count)), offsets: Array.from(os.subarray(0, count)) };
+  // possibly repeated keys: first position, last offset
+  let max = -1;
+  let dense = true;
+  for (let j = 0; j < count; j++) {
+    const k = ks[j]!;
+    if (k < 0) dense = false;
+    else if (k > max) max = k;
+  }
+  dense &&= max < 2 * count + 1024;
+  const firstAt = dense ? new Int32Array(max + 1).fill(-1) : null;
+  const pos = dense ? null : new Map<number, number>();
+  const keys: number[] = [];
+  const offsets: number[] = [];
+  for (let j = 0; j < count; j++) {
+    const k = ks[j]!;
+    const at = firstAt ? firstAt[k]! : (pos!.get(k) ?? -1);
+    if (at < 0) {
+      if (firstAt) firstAt[k] = keys.length;
+      else pos!.set(k, keys.length);
+      keys.push(k);
+      offsets.push(os[j]!);
+    } else offsets[at] = os[j]!;
   }
   return { keys, offsets };
 }
