@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { backendFromEnv, communicatorFromEnv, createCommunicator } from './factory';
+import { backendFromEnv, communicatorFromEnv, createCommunicator, ncclDevice } from './factory';
 import { runThreads } from './launch';
 
 describe('createCommunicator / communicatorFromEnv', () => {
@@ -30,6 +30,15 @@ describe('createCommunicator / communicatorFromEnv', () => {
 
   it('nccl without mpirun and without the file bootstrap variables says what to set', async () => {
     await expect(createCommunicator({ backend: 'nccl', env: {} })).rejects.toMatchObject({ code: 'E_BACKEND_UNAVAILABLE' });
+  });
+
+  it('picks the NCCL device: PFC_CUDA_DEVICE, one visible GPU, the node-local rank, else 0', () => {
+    expect(ncclDevice({})).toBe(0);
+    expect(ncclDevice({ OMPI_COMM_WORLD_LOCAL_RANK: '3' })).toBe(3);
+    expect(ncclDevice({ LOCAL_RANK: '2' })).toBe(2);
+    expect(ncclDevice({ OMPI_COMM_WORLD_LOCAL_RANK: '3', CUDA_VISIBLE_DEVICES: '3' })).toBe(0);
+    expect(ncclDevice({ OMPI_COMM_WORLD_LOCAL_RANK: '3', CUDA_VISIBLE_DEVICES: '0,1,2,3' })).toBe(3);
+    expect(ncclDevice({ OMPI_COMM_WORLD_LOCAL_RANK: '3', PFC_CUDA_DEVICE: '1' })).toBe(1);
   });
 
   it('rejects an unknown backend', async () => {

@@ -19,7 +19,7 @@ export interface CreateCommunicatorOptions {
   backend?: CollectiveBackend;
   /** Milliseconds a collective may wait for the other ranks before `E_COLLECTIVE_TIMEOUT`. */
   timeoutMs?: number;
-  /** CUDA device for `nccl` (default: the node-local rank, `OMPI_COMM_WORLD_LOCAL_RANK` / `LOCAL_RANK`, else 0). */
+  /** CUDA device for `nccl` (default: see {@link ncclDevice}). */
   device?: number;
   /** Environment to read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
@@ -48,6 +48,18 @@ function intEnv(env: NodeJS.ProcessEnv, ...names: string[]): number | undefined 
     if (v !== undefined && /^\d+$/.test(v)) return Number(v);
   }
   return undefined;
+}
+
+/**
+ * The CUDA device an NCCL rank uses: `PFC_CUDA_DEVICE` if set; 0 when `CUDA_VISIBLE_DEVICES` leaves this process
+ * one GPU; else the node-local rank (`OMPI_COMM_WORLD_LOCAL_RANK`, `LOCAL_RANK`, `MPI_LOCALRANKID`); else 0.
+ */
+export function ncclDevice(env: NodeJS.ProcessEnv = process.env): number {
+  const forced = intEnv(env, 'PFC_CUDA_DEVICE');
+  if (forced !== undefined) return forced;
+  const visible = env.CUDA_VISIBLE_DEVICES;
+  if (visible !== undefined && visible.split(',').filter((d) => d.trim() !== '').length === 1) return 0;
+  return intEnv(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 'LOCAL_RANK', 'MPI_LOCALRANKID') ?? 0;
 }
 
 /**
@@ -84,7 +96,7 @@ export async function createCommunicator(options: CreateCommunicatorOptions = {}
       }
       return MpiCommunicator.world({ timeoutMs: options.timeoutMs });
     case 'nccl': {
-      const device = options.device ?? intEnv(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 'LOCAL_RANK', 'MPI_LOCALRANKID') ?? 0;
+      const device = options.device ?? ncclDevice(env);
       if (launchedByMpi(env)) return NcclCommunicator.create({ bootstrap: { communicator: MpiCommunicator.world({ timeoutMs: options.timeoutMs }) }, device });
       const file = env.PFC_NCCL_ID_FILE;
       const rank = intEnv(env, 'PFC_RANK');

@@ -12,7 +12,7 @@ export type { RunThreadsOptions } from './launch';
 export { rankCommunicator } from './context';
 export { runConformance } from './conformance';
 export type { ConformanceCheck, ConformanceOptions, ConformanceReport } from './conformance';
-export { createCommunicator, communicatorFromEnv, backendFromEnv, COLLECTIVE_BACKENDS } from './factory';
+export { createCommunicator, communicatorFromEnv, backendFromEnv, ncclDevice, COLLECTIVE_BACKENDS } from './factory';
 export type { CollectiveBackend, CreateCommunicatorOptions } from './factory';
 export { MpiCommunicator, launchedByMpi } from './mpi';
 export type { MpiOptions } from './mpi';
