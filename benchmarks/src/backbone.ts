@@ -30,24 +30,37 @@ export default async function (args: string[]): Promise<void> {
   const batches = (arg(args, '--batches') ?? (quick ? '8' : '8,32')).split(',').map(Number);
   const info = await initBackend({ backend: arg(args, '--backend') as BackendName | undefined, log: null });
   const rows: Row[] = [];
-  for (const net of nets) {
-    const s = summary(net);
-    const model = createBackbone(net, { seed: 1 });
-    for (const batch of batches) {
+  // Smaller batches first: a wasm allocation failure aborts the module, and every later row is then left unmeasured.
+  let aborted: string | null = null;
+  for (const batch of batches) {
+    for (const net of nets) {
+      const s = summary(net);
+      const row: Row = { network: net, batch, backend: info.name, threads: info.threads };
+      if (aborted) {
+        row.error = `not run: the backend aborted earlier (${aborted})`;
+        rows.push(row);
+        continue;
+      }
       // r50 at batch 32 is ~400 GFLOP per forward: one timed run after one warm-up keeps the default run short.
       const heavy = s.macs * batch > 60e9;
       const runs = heavy ? 1 : 2;
-      const x = tf.randomUniform([batch, 112, 112, 3], -1, 1, 'float32', 2);
-      const dEmb = tf.randomNormal([batch, s.embeddingSize], 0, 1, 'float32', 3);
-      const row: Row = { network: net, batch, backend: info.name, threads: info.threads };
+      let model: ReturnType<typeof createBackbone> | undefined;
+      let x: tf.Tensor | undefined;
+      let dEmb: tf.Tensor | undefined;
       try {
+        model = createBackbone(net, { seed: 1 });
+        const m = model;
+        x = tf.randomUniform([batch, 112, 112, 3], -1, 1, 'float32', 2);
+        dEmb = tf.randomNormal([batch, s.embeddingSize], 0, 1, 'float32', 3);
+        const xs = x;
+        const ds = dEmb;
         const fwdMs = await timeMs(async () => {
-          const y = model.apply(x);
+          const y = m.apply(xs);
           await y.data();
           y.dispose();
         }, runs, 1);
         const trainMs = await timeMs(async () => {
-          const grads = backwardFromEmbeddings(model, x, dEmb);
+          const grads = backwardFromEmbeddings(m, xs, ds);
           await Promise.all([...grads.values()].map((g) => g.data()));
           tf.dispose([...grads.values()]);
         }, runs, 1);
@@ -64,14 +77,19 @@ export default async function (args: string[]): Promise<void> {
           'GFLOP/s (fwd)': (2 * s.macs * fwd) / 1e9,
           runs,
         });
+        tf.dispose([x, dEmb]);
+        model.dispose();
       } catch (err) {
         row.error = (err as Error).message.split('\n')[0]!;
+        if (/Aborted|memory/i.test(row.error)) aborted = row.error;
+        else {
+          tf.dispose([x, dEmb].filter((t): t is tf.Tensor => t !== undefined));
+          model?.dispose();
+        }
       }
       rows.push(row);
       process.stderr.write(`${JSON.stringify(row)}\n`);
-      tf.dispose([x, dEmb]);
     }
-    model.dispose();
   }
   writeReport({
     name: 'backbone',

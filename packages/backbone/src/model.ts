@@ -307,24 +307,30 @@ export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, 
   let stats: [tf.Tensor, tf.Tensor] | undefined;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const mean = tf.mean(xi, axes);
-    const xc = tf.sub(xi, mean);
-    const variance = tf.mean(tf.square(xc), axes);
-    const rstd = tf.rsqrt(tf.add(variance, eps));
-    const xhat = tf.mul(xc, rstd);
-    stats = [tf.keep(mean), tf.keep(variance)];
-    save([xhat, rstd, g]);
+    // The tidy frees the centred and squared activations at once: tensors made inside a custom op's forward
+    // would otherwise live until the enclosing gradient computation ends (activation-sized, per BatchNorm).
+    const [y, xhat, rstd, mean, variance] = tf.tidy(() => {
+      const m = tf.mean(xi, axes);
+      const xc = tf.sub(xi, m);
+      const v = tf.mean(tf.square(xc), axes);
+      const rs = tf.rsqrt(tf.add(v, eps));
+      const xh = tf.mul(xc, rs);
+      return [tf.add(tf.mul(xh, g), b), xh, rs, m, v];
+    });
+    stats = [tf.keep(mean!), tf.keep(variance!)];
+    save([xhat!, rstd!, g]);
     return {
-      value: tf.add(tf.mul(xhat, g), b),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xh, rs, gs] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-        const dbeta = tf.sum(dy, axes);
-        const dgamma = tf.sum(tf.mul(dy, xh), axes);
-        // dx = γ·rstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))
-        const inner = tf.sub(tf.sub(tf.mul(dy, n), dbeta), tf.mul(xh, dgamma));
-        const dx = tf.mul(inner, tf.div(tf.mul(gs, rs), n));
-        return [dx, dgamma, dbeta];
-      },
+      value: y!,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [xh, rs, gs] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+          const dbeta = tf.sum(dy, axes);
+          const dgamma = tf.sum(tf.mul(dy, xh), axes);
+          // dx = γ·rstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))
+          const inner = tf.sub(tf.sub(tf.mul(dy, n), dbeta), tf.mul(xh, dgamma));
+          const dx = tf.mul(inner, tf.div(tf.mul(gs, rs), n));
+          return [dx, dgamma, dbeta];
+        }),
     };
   });
   const y = f(x, gamma, beta);
