@@ -2,9 +2,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { writeNpy } from '@pfc/core';
+import { initBackend, writeNpy } from '@pfc/core';
 import { main } from './cli';
 import { writeIjbProtocol } from './ijb';
+import { writeVerificationBin } from './bin';
+import sharp from 'sharp';
 
 const shared = join(__dirname, '../../../../shared');
 const verif = join(shared, 'vectors/eval/verif_600');
@@ -23,6 +25,8 @@ async function run(argv: string[]): Promise<{ code: number; stdout: string; stde
   const code = await main(argv, { stdout: so, stderr: se });
   return { code, stdout, stderr };
 }
+
+beforeAll(() => initBackend({ backend: 'cpu', log: null }));
 
 describe('pfc-eval CLI', () => {
   it('--help lists the commands and each command has examples', async () => {
@@ -128,6 +132,35 @@ describe('pfc-eval CLI', () => {
       expect(existsSync(join(root, 'out/mbf/ijbc.npy'))).toBe(true);
     } finally {
       rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('verification --model x.safetensors loads @pfc/backbone on demand and runs the tfjs model', async () => {
+    // @pfc/backbone is not a dependency of @pfc/eval; inside the monorepo the test runner resolves it to its sources
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const backbone = require('@pfc/backbone') as {
+      createBackbone(cfg: object, o?: object): { dispose(): void };
+      saveSafetensors(m: object, p: string): void;
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'pfc-cli-st-'));
+    try {
+      const model = backbone.createBackbone({ name: 'iresnet', layers: [1, 1, 1, 1], widths: [4, 4, 4, 4], embeddingSize: 16, inputSize: 112 }, { seed: 1 });
+      backbone.saveSafetensors(model, join(dir, 'tiny.safetensors'));
+      model.dispose();
+      const jpegs: Uint8Array[] = [];
+      for (let i = 0; i < 4; i++) {
+        const px = Uint8Array.from({ length: 112 * 112 * 3 }, (_, k) => (k * (i + 3) + i * 50) % 256);
+        jpegs.push(await sharp(px, { raw: { width: 112, height: 112, channels: 3 } }).jpeg().toBuffer());
+      }
+      writeVerificationBin(join(dir, 'tiny.bin'), jpegs, [true, false]);
+      const r = await run(['verification', '--bin', join(dir, 'tiny.bin'), '--model', join(dir, 'tiny.safetensors'), '--backend', 'cpu', '--folds', '2', '--json']);
+      expect(r.stderr).not.toMatch(/error/);
+      expect(r.code).toBe(0);
+      const j = JSON.parse(r.stdout);
+      expect(j.results[0].dim).toBe(16);
+      expect(j.results[0].xnorm).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -11,7 +11,7 @@ import { evaluateIjb, formatIjbTable, ijbTable, rocSvg } from './ijb';
 import type { IjbTarget } from './ijb';
 import { formatFixed } from './roc';
 import { realpathSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { optionalRequire } from './require';
 
 /** Where the CLI writes: stdout for results, stderr for progress and errors. */
 export interface CliIo {
@@ -54,7 +54,7 @@ export async function loadModelEmbedder(opts: ModelOpts, log: (s: string) => voi
   if (lower.endsWith('.safetensors')) {
     let backbone: { loadSafetensors(path: string, network?: string): TfjsModelLike & { inputShape?: number[] } };
     try {
-      backbone = createRequire(__filename)('@pfc/backbone');
+      backbone = optionalRequire('@pfc/backbone');
     } catch (cause) {
       throw new PfcError('E_BACKEND_UNAVAILABLE', `--model ${opts.model}: .safetensors models need the '@pfc/backbone' package (npm install @pfc/backbone), which failed to load: ${(cause as Error).message}`, { cause });
     }

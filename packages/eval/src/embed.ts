@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { optionalRequire } from './require';
 import * as tf from '@tensorflow/tfjs-core';
 import { PfcError, Progress, assertArg } from '@pfc/core';
 
@@ -121,8 +121,7 @@ type Ort = typeof import('onnxruntime-node', { with: { 'resolution-mode': 'requi
 /** Loads `onnxruntime-node` lazily (an optional dependency); `E_BACKEND_UNAVAILABLE` when it is missing. */
 export function loadOnnxRuntime(): Ort {
   try {
-    // createRequire works in both builds (the ESM build shims __filename)
-    return createRequire(__filename)('onnxruntime-node') as Ort;
+    return optionalRequire<Ort>('onnxruntime-node');
   } catch (cause) {
     throw new PfcError(
       'E_BACKEND_UNAVAILABLE',

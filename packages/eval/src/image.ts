@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { optionalRequire } from './require';
 import { PfcError } from '@pfc/core';
 
 /** An 8-bit RGB image, HWC, row-major. */
@@ -15,7 +15,7 @@ let sharpFn: SharpFn | null = null;
 function sharp(): SharpFn {
   if (sharpFn === null) {
     try {
-      sharpFn = createRequire(__filename)('sharp') as SharpFn;
+      sharpFn = optionalRequire<SharpFn>('sharp');
     } catch (cause) {
       throw new PfcError('E_BACKEND_UNAVAILABLE', `image decoding needs the 'sharp' package, which failed to load: ${(cause as Error).message}`, { cause });
     }
