@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { readNpy } from '@pfc/core';
 import { FolderFaceDataset, RecordFaceDataset, openFaceDataset } from './dataset';
 import { decodeImage, decodeImageJs, encodePng } from './image';
-import { RecordIOReader } from './recordio';
-import { FaceRecWriter, packFolder, unpackRec } from './tools';
+import { RecordIOReader, RecordIOWriter } from './recordio';
+import { FaceRecWriter, packFolder, unpackRec, verifyRec } from './tools';
+import { packRecord } from './irheader';
 import { synthIdentityImage } from './synth';
 
 const shared = join(__dirname, '../../../../shared');
@@ -173,5 +174,23 @@ describe('folder datasets and pack/unpack', () => {
     const r = new RecordIOReader(join(dir, 'noidx.rec'));
     expect(r.keys).toEqual([1, 2, 3, 4, 0]);
     r.close();
+  });
+
+  it('a class beyond the header count is E_LABEL_RANGE in the dataset and in verify', async () => {
+    const rec = join(dir, 'range.rec');
+    const w = new RecordIOWriter(rec);
+    const png = encodePng(synthIdentityImage(1, 0));
+    w.write(0, packRecord({ label: [3, 4], id: 0, id2: 1 }));
+    w.write(1, packRecord({ label: 0, id: 1 }, png));
+    const off = w.write(2, packRecord({ label: 5, id: 2 }, png));
+    w.write(3, packRecord({ label: [1, 3], id: 3 }));
+    w.close();
+    const ds = new RecordFaceDataset(rec);
+    expect(ds.numClasses).toBe(1);
+    expect(ds.read(0).label).toBe(0);
+    expect(() => ds.read(1)).toThrow(expect.objectContaining({ code: 'E_LABEL_RANGE', message: expect.stringContaining(`key 2 at byte offset ${off}`) }));
+    ds.close();
+    const report = await verifyRec(rec);
+    expect(report.problems.map((p) => [p.key, p.code, p.offset])).toEqual([[2, 'E_LABEL_RANGE', off]]);
   });
 });

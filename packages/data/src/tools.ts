@@ -293,12 +293,14 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
   for (const e of reader.badIndexEntries) add(e.details.key as number, e.details.offset as number, e);
   let layout: RecordLayout = 'im2rec';
   let imageKeys: Set<number> | null = null;
+  let numClasses: number | null = null;
   try {
     if (reader.has(0)) {
       const h = unpackRecord(reader.read(0), { file: rec, key: 0, offset: reader.offsetOf(0) }).header;
       if (h.flag > 0 && h.labels && h.labels.length >= 2) {
         layout = 'insightface-header';
         imageKeys = new Set(reader.keys.filter((k) => k >= 1 && k < h.labels![0]!));
+        numClasses = h.labels[1]! - h.labels[0]!;
       }
     }
   } catch (e) {
@@ -318,7 +320,12 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
           continue;
         }
         const { header, image } = unpackRecord(payload, loc);
-        classOf(header, loc, requireScalar);
+        const label = classOf(header, loc, requireScalar);
+        if (numClasses !== null && label >= numClasses) {
+          throw new PfcError('E_LABEL_RANGE', `verify: ${describe(loc)}: class ${label} is not below the ${numClasses} classes of the header record`, {
+            details: { ...loc, label, numClasses },
+          });
+        }
         images++;
         const img = await decodeImage(image, describe(loc), options.decoder);
         if (options.imageSize && (img.height !== options.imageSize[0] || img.width !== options.imageSize[1])) {
