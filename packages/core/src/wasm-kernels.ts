@@ -11,9 +11,11 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
 // tfjs-core's CommonJS build leaves out the gradient definitions (`tf.grads` fails with "gradient function not found
-// for Sum"); this registers them, after tfjs-core above has created the process-global engine they share.
-import './wasm/tfjs-gradients.cjs';
+// for Sum"); loading this registers them, after tfjs-core above has created the process-global engine they share.
+// A binding is imported and used (not a bare side-effect import), or `"sideEffects": false` lets the build drop it.
+import { TFJS_CORE_VERSION as GRADIENTS_VERSION } from './wasm/tfjs-gradients.cjs';
 import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { PfcError } from './errors';
 import { conv2dFilterGrad, conv2dInputGrad, depthwiseFilterGrad, depthwiseInputGrad } from './wasm/conv';
 import type { ConvGeometry } from './wasm/conv';
 import { matMulWithoutFlags } from './wasm/matmul';
@@ -100,6 +102,13 @@ let registered = false;
  */
 export function registerWasmTrainingKernels(): void {
   if (registered) return;
+  if (GRADIENTS_VERSION !== tf.version_core) {
+    throw new PfcError(
+      'E_TFJS_VERSION',
+      `@pfc/core bundles the gradients of @tensorflow/tfjs-core ${GRADIENTS_VERSION} but ${tf.version_core} is loaded; install exactly ${GRADIENTS_VERSION}`,
+      { details: { bundled: GRADIENTS_VERSION, loaded: tf.version_core } },
+    );
+  }
   localRequire('@tensorflow/tfjs-backend-wasm');
   register('Conv2DBackpropFilter', conv2DBackpropFilter);
   register('Conv2DBackpropInput', conv2DBackpropInput);
