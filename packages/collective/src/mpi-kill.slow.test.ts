@@ -12,4 +12,12 @@ describe('MPI rank killed mid-run', () => {
     expect(run.code).not.toBe(0);
     expect(run.output).toMatch(/exited on signal 9|E_COLLECTIVE_TIMEOUT|MPI_ABORT/);
   });
+
+  withMpi('a rank that stops calling collectives makes the others fail with E_COLLECTIVE_TIMEOUT and end the job (MPI_Abort)', async () => {
+    const run = await runMpiMain(3, 'stall', 3000, 60_000);
+    expect(run.signal).toBeNull();
+    expect(run.code).not.toBe(0);
+    expect(run.output).toMatch(/E_COLLECTIVE_TIMEOUT: mpi allReduce: rank [02] waited 3000 ms/);
+    expect(run.output).toMatch(/MPI_ABORT was invoked/);
+  });
 });

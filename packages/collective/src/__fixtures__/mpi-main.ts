@@ -1,5 +1,5 @@
 /**
- * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|info|mismatch <timeoutMs> <outDir>`.
+ * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|stall|info|mismatch <timeoutMs> <outDir>`.
  * Each rank writes `<outDir>/rank-<r>.json` (mpirun splits long stdout lines of different ranks).
  */
 import { writeFileSync } from 'node:fs';
@@ -12,7 +12,13 @@ async function main(mode: string, timeoutMs: number, outDir: string): Promise<vo
   try {
     if (mode === 'conformance') {
       const report = await runConformance(comm, { large: 5000 });
-      writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify(report));
+      // While rank 0 waits in a barrier for rank 1 (which sleeps 300 ms), rank 0's timers keep firing.
+      let ticks = 0;
+      const t = setInterval(() => ticks++, 10);
+      if (comm.rank === 1) await new Promise((r) => setTimeout(r, 300));
+      await comm.barrier();
+      clearInterval(t);
+      writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ ...report, ticksInBarrier: ticks }));
     } else if (mode === 'info') {
       writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, worldSize: comm.worldSize, backend: comm.backend }));
     } else if (mode === 'kill') {
@@ -21,6 +27,11 @@ async function main(mode: string, timeoutMs: number, outDir: string): Promise<vo
         if (comm.rank === 1 && step === 50) process.kill(process.pid, 'SIGKILL');
         await comm.allReduce(new Float32Array(1024).fill(1), 'sum');
       }
+    } else if (mode === 'stall') {
+      // Rank 1 stops calling collectives (alive, busy elsewhere): the others must time out, not hang.
+      await comm.barrier();
+      if (comm.rank === 1) await new Promise((r) => setTimeout(r, 600_000));
+      await comm.allReduce(new Float32Array(4));
     } else if (mode === 'mismatch') {
       await comm.allReduce(new Float32Array(comm.rank === 0 ? 2 : 3));
     }
