@@ -23,7 +23,7 @@ describe('ROC and TAR@FAR', () => {
     expect(auc(roc.fpr, roc.tpr)).toBe(ref.auc); // bit-equal: np.trapz's pairwise summation is emulated
   });
 
-  it('the radix path (large n) equals the comparison-sort path', () => {
+  it('equals a brute-force count over distinct thresholds (ties, -0 and 0, large n)', () => {
     const rng = new Rng(7);
     const n = 70000;
     // coarse scores so that ties are frequent, including -0 and 0
