@@ -181,7 +181,7 @@ export class PartialFC {
       const hi = Math.min(lo + INIT_BLOCK, this.numClasses);
       for (let c = lo; c < hi && c < end; c++) {
         if (kind === 'normal') for (let j = 0; j < d; j++) row[j] = rng.normal(0, 0.01);
-        else for (let j = 0; j < d; j++) row[j] = (2 * rng.uniform() - 1) * bound;
+        else for (let j = 0; j < d; j++) row[j] = (rng.nextUint32() * 4.656612873077393e-10 - 1) * bound; // 32 random bits suffice
         if (c >= this.classStart) this.bank.writeWeight(c - this.classStart, row);
       }
     }
