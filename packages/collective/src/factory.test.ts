@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { backendFromEnv, communicatorFromEnv, createCommunicator, ncclDevice } from './factory';
+import { backendFromEnv, communicatorFromEnv, createCommunicator, ncclDevice, runRank } from './factory';
 import { runThreads } from './launch';
 
 describe('createCommunicator / communicatorFromEnv', () => {
@@ -43,5 +43,13 @@ describe('createCommunicator / communicatorFromEnv', () => {
 
   it('rejects an unknown backend', async () => {
     await expect(createCommunicator({ backend: 'gloo' as never })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+  });
+
+  it('runRank runs a function as this process\'s rank, closes on success, reports and rethrows a failure', async () => {
+    await expect(runRank(async (c) => [c.backend, c.rank, c.worldSize], { env: {} })).resolves.toEqual(['local', 0, 1]);
+    const seen: unknown[] = [];
+    const boom = new Error('boom');
+    await expect(runRank(() => Promise.reject(boom), { env: {}, onError: (e) => seen.push(e) })).rejects.toBe(boom);
+    expect(seen).toEqual([boom]);
   });
 });

@@ -117,3 +117,39 @@ export async function createCommunicator(options: CreateCommunicatorOptions = {}
 export async function communicatorFromEnv(options: Omit<CreateCommunicatorOptions, 'backend'> = {}): Promise<Communicator> {
   return createCommunicator({ ...options, backend: backendFromEnv(options.env ?? process.env) });
 }
+
+/** Options of {@link runRank}. */
+export interface RunRankOptions extends CreateCommunicatorOptions {
+  /**
+   * Called with the error before anything else happens to it (print it here: under MPI the job is aborted next,
+   * which ends this process).
+   */
+  onError?: (err: unknown, comm: Communicator) => void;
+}
+
+/**
+ * Runs `fn` as this process's rank: makes the communicator (`options.backend`, else from the environment), calls
+ * `fn(comm)`, closes the communicator and returns `fn`'s result. If `fn` throws, `onError` sees the error first;
+ * then, for a multi-rank MPI or NCCL job, `comm.abort()` ends the whole job (`MPI_Abort`), because the other ranks
+ * would otherwise wait in their next collective until the timeout; otherwise the error is rethrown.
+ *
+ * @example
+ * // train.ts — `node train.js` (one rank) or `mpirun -np 4 node train.js` (four MPI ranks), unchanged:
+ * await runRank(async (comm) => trainer.fit(config, { comm }), {
+ *   backend: opts.backend,
+ *   onError: (err) => console.error(`rank failed: ${(err as Error).message}`),
+ * });
+ */
+export async function runRank<R>(fn: (comm: Communicator) => Promise<R> | R, options: RunRankOptions = {}): Promise<R> {
+  const comm = await createCommunicator(options);
+  let result: R;
+  try {
+    result = await fn(comm);
+  } catch (err) {
+    options.onError?.(err, comm);
+    if (comm.worldSize > 1 && (comm.backend === 'mpi' || comm.backend === 'nccl')) comm.abort?.(err);
+    throw err;
+  }
+  await comm.close();
+  return result;
+}

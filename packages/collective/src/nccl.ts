@@ -64,7 +64,13 @@ export class NcclCommunicator implements Communicator {
     readonly rank: number,
     readonly worldSize: number,
     readonly device: number,
+    private readonly bootstrapComm: Communicator | null,
   ) {}
+
+  /** Ends the job through the bootstrap communicator (MPI: `MPI_Abort`); a no-op with the file bootstrap. */
+  abort(reason?: unknown): void {
+    this.bootstrapComm?.abort?.(reason);
+  }
 
   /**
    * Creates this rank's NCCL communicator: rank 0 makes the unique id, the bootstrap hands it to every rank, then
@@ -109,7 +115,7 @@ export class NcclCommunicator implements Communicator {
     } catch (cause) {
       throw new PfcError('E_NCCL', `nccl: rank ${rank} on device ${device}: ${(cause as Error).message}`, { cause });
     }
-    return new NcclCommunicator(addon, handle, rank, worldSize, device);
+    return new NcclCommunicator(addon, handle, rank, worldSize, device, 'communicator' in b ? b.communicator : null);
   }
 
   async allReduce<T extends CollectiveArray>(buf: T, op: ReduceOp = 'sum'): Promise<T> {

@@ -5,42 +5,48 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runConformance } from '../conformance';
-import { createCommunicator } from '../factory';
+import type { Communicator } from '../communicator';
+import { runRank } from '../factory';
 
 async function main(mode: string, timeoutMs: number, outDir: string): Promise<void> {
-  const comm = await createCommunicator({ timeoutMs });
-  try {
-    if (mode === 'conformance') {
-      const report = await runConformance(comm, { large: 5000 });
-      // While rank 0 waits in a barrier for rank 1 (which sleeps 300 ms), rank 0's timers keep firing.
-      let ticks = 0;
-      const t = setInterval(() => ticks++, 10);
-      if (comm.rank === 1) await new Promise((r) => setTimeout(r, 300));
-      await comm.barrier();
-      clearInterval(t);
-      writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ ...report, ticksInBarrier: ticks }));
-    } else if (mode === 'info') {
-      writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, worldSize: comm.worldSize, backend: comm.backend }));
-    } else if (mode === 'kill') {
-      // Rank 1 is killed (SIGKILL, no cleanup) in the middle of a run of collectives.
-      for (let step = 0; step < 1_000_000; step++) {
-        if (comm.rank === 1 && step === 50) process.kill(process.pid, 'SIGKILL');
-        await comm.allReduce(new Float32Array(1024).fill(1), 'sum');
+  await runRank(
+    async (comm: Communicator) => {
+      if (mode === 'conformance') {
+        const report = await runConformance(comm, { large: 5000 });
+        // While rank 0 waits in a barrier for rank 1 (which sleeps 300 ms), rank 0's timers keep firing.
+        let ticks = 0;
+        const t = setInterval(() => ticks++, 10);
+        if (comm.rank === 1) await new Promise((r) => setTimeout(r, 300));
+        await comm.barrier();
+        clearInterval(t);
+        writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ ...report, ticksInBarrier: ticks }));
+      } else if (mode === 'info') {
+        writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, worldSize: comm.worldSize, backend: comm.backend }));
+      } else if (mode === 'kill') {
+        // Rank 1 is killed (SIGKILL, no cleanup) in the middle of a run of collectives.
+        for (let step = 0; step < 1_000_000; step++) {
+          if (comm.rank === 1 && step === 50) process.kill(process.pid, 'SIGKILL');
+          await comm.allReduce(new Float32Array(1024).fill(1), 'sum');
+        }
+      } else if (mode === 'stall') {
+        // Rank 1 stops calling collectives (alive, busy elsewhere): the others must time out, not hang.
+        await comm.barrier();
+        if (comm.rank === 1) await new Promise((r) => setTimeout(r, 600_000));
+        await comm.allReduce(new Float32Array(4));
+      } else if (mode === 'mismatch') {
+        await comm.allReduce(new Float32Array(comm.rank === 0 ? 2 : 3));
       }
-    } else if (mode === 'stall') {
-      // Rank 1 stops calling collectives (alive, busy elsewhere): the others must time out, not hang.
-      await comm.barrier();
-      if (comm.rank === 1) await new Promise((r) => setTimeout(r, 600_000));
-      await comm.allReduce(new Float32Array(4));
-    } else if (mode === 'mismatch') {
-      await comm.allReduce(new Float32Array(comm.rank === 0 ? 2 : 3));
-    }
-    await comm.close();
-  } catch (err) {
-    process.stderr.write(`rank ${comm.rank}: ${(err as Error).name} ${(err as { code?: string }).code ?? ''}: ${(err as Error).message}\n`);
-    comm.abort?.(err);
-    process.exitCode = 1;
-  }
+    },
+    {
+      timeoutMs,
+      onError: (err, comm) => {
+        process.stderr.write(`rank ${comm.rank}: ${(err as Error).name} ${(err as { code?: string }).code ?? ''}: ${(err as Error).message}\n`);
+        process.exitCode = 1;
+      },
+    },
+  );
 }
 
-void main(process.argv[2] ?? 'conformance', Number(process.argv[3] ?? 60_000), process.argv[4] ?? '.');
+main(process.argv[2] ?? 'conformance', Number(process.argv[3] ?? 60_000), process.argv[4] ?? '.').catch(() => {
+  process.exitCode = 1;
+});
