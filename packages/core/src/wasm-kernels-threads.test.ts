@@ -48,6 +48,14 @@ describe('threaded wasm backend', () => {
     });
   });
 
+  it('asking for threads after wasm started single-threaded keeps 1 thread and says why', async () => {
+    await initBackend({ backend: 'wasm', log: null });
+    const logs: string[] = [];
+    const info = await initBackend({ backend: 'wasm', threads: 2, log: (l) => logs.push(l) });
+    expect(info.threads).toBe(1);
+    expect(logs).toEqual(['[pfc] tensor backend: wasm (1 thread; threads unavailable: the wasm backend was already initialised with 1 thread in this process)']);
+  });
+
   it('PFC_WASM_THREADS is validated too', async () => {
     await expect(initBackend({ backend: 'wasm', env: { PFC_WASM_THREADS: 'two' }, log: null })).rejects.toMatchObject({ code: 'E_BACKEND_THREADS' });
   });

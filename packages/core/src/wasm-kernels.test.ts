@@ -334,6 +334,21 @@ describe('memory', () => {
 });
 
 describe('errors', () => {
+  it('a tfjs-core other than the bundled gradients’ version is E_TFJS_VERSION naming both', () => {
+    jest.isolateModules(() => {
+      jest.doMock('@tensorflow/tfjs-core', () => ({ ...jest.requireActual<object>('@tensorflow/tfjs-core'), version_core: '4.0.0' }));
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const isolated = require('./wasm-kernels') as typeof import('./wasm-kernels');
+      expect(() => isolated.registerWasmTrainingKernels()).toThrow(
+        expect.objectContaining({
+          code: 'E_TFJS_VERSION',
+          message: '@pfc/core bundles the gradients of @tensorflow/tfjs-core 4.22.0 but 4.0.0 is loaded; install exactly 4.22.0',
+        }),
+      );
+    });
+    jest.dontMock('@tensorflow/tfjs-core');
+  });
+
   it('a dy that does not match the forward output shape is E_WASM_KERNEL naming both shapes', async () => {
     await tf.setBackend('wasm');
     const x = tf.zeros([1, 5, 5, 2]);

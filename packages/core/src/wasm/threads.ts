@@ -112,11 +112,15 @@ export function wasmBackendInitialised(): boolean {
 
 /**
  * Registers a threaded `wasm` backend with `threads` threads (2…{@link MAX_WASM_THREADS}), to be initialised by the
- * next `tf.setBackend('wasm')`. Does nothing when the wasm backend is already initialised (its thread pool is fixed
- * then). Throws (leaving the single-threaded registration) when the threaded module cannot be built.
+ * next `tf.setBackend('wasm')`. Throws, leaving the registered backend as it is, when the threaded module cannot be
+ * built or when the wasm backend is already initialised with another thread count (its pool is fixed then).
  */
 export async function registerThreadedWasmBackend(threads: number): Promise<void> {
-  if (wasmBackendInitialised()) return;
+  if (wasmBackendInitialised()) {
+    const current = wasmThreads();
+    if (current === threads) return;
+    throw new Error(`the wasm backend was already initialised with ${current} thread${current === 1 ? '' : 's'} in this process`);
+  }
   const pkg = wasmPackage();
   const module = await createThreadedModule(threads);
   pkg.setThreadsCount(threads);
