@@ -29,6 +29,14 @@ describe('MpiCommunicator', () => {
     expect(run.output).toContain('E_COLLECTIVE_MISMATCH: mpi allReduce: rank 0 passed 2 elements but rank 1 passed 3');
   });
 
+  withMpi('a rank that closes because of an error while the others are in a collective does not hang the job', async () => {
+    const run = await runMpiMain(3, 'close-on-error', 60_000, 60_000);
+    expect(run.signal).toBeNull();
+    expect(run.code).not.toBe(0);
+    expect(run.output).toContain('rank 1: Error : rank 1 data error');
+    expect(run.output).toMatch(/E_COLLECTIVE_MISMATCH: mpi (allReduce|barrier): rank 0 called allReduce but rank 1 called barrier/);
+  });
+
   it('asking for MPI outside mpirun gives E_BACKEND_UNAVAILABLE saying how to launch', async () => {
     await expect(createCommunicator({ backend: 'mpi', env: {} })).rejects.toMatchObject({
       code: 'E_BACKEND_UNAVAILABLE',

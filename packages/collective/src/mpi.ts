@@ -170,12 +170,25 @@ export class MpiCommunicator implements Communicator {
     });
   }
 
-  /** Finalizes MPI (`MPI_Finalize`, collective: every rank must close). The process cannot use MPI afterwards. */
+  /**
+   * Finalizes MPI (`MPI_Finalize`, collective: every rank must close). The process cannot use MPI afterwards.
+   * `MPI_Finalize` waits for every rank, so close first runs a checked barrier: when another rank is still inside
+   * a different collective (this rank is closing because of an error) the barrier fails with
+   * `E_COLLECTIVE_MISMATCH` on every rank, and close skips `MPI_Finalize` instead of waiting forever; the process
+   * then exits and mpirun ends the job. After a failed collective close never finalizes. Never throws.
+   */
   async close(): Promise<void> {
     await this.queue;
-    if (world && !world.finalized) {
-      world.finalized = true;
-      this.addon.finalize();
+    if (!this.failure && world && !world.finalized) {
+      try {
+        await this.barrier();
+      } catch {
+        // this.failure is set: fall through without finalizing.
+      }
+      if (!this.failure && !world.finalized) {
+        world.finalized = true;
+        this.addon.finalize();
+      }
     }
     this.failure ??= new PfcError('E_COLLECTIVE_CLOSED', `mpi: communicator of rank ${this.rank} is closed`);
   }

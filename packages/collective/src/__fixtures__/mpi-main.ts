@@ -1,5 +1,5 @@
 /**
- * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|stall|info|mismatch <timeoutMs> <outDir>`.
+ * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|stall|close-on-error|info|mismatch <timeoutMs> <outDir>`.
  * Each rank writes `<outDir>/rank-<r>.json` (mpirun splits long stdout lines of different ranks).
  */
 import { writeFileSync } from 'node:fs';
@@ -33,6 +33,15 @@ async function main(mode: string, timeoutMs: number, outDir: string): Promise<vo
         await comm.barrier();
         if (comm.rank === 1) await new Promise((r) => setTimeout(r, 600_000));
         await comm.allReduce(new Float32Array(4));
+      } else if (mode === 'close-on-error') {
+        // The pattern `try { train } finally { await comm.close() }`: rank 1 fails outside any collective and closes
+        // while the others are in an allReduce; nobody may wait forever in MPI_Finalize.
+        try {
+          if (comm.rank === 1) throw new Error('rank 1 data error');
+          for (let i = 0; i < 3; i++) await comm.allReduce(new Float32Array(4));
+        } finally {
+          await comm.close();
+        }
       } else if (mode === 'mismatch') {
         await comm.allReduce(new Float32Array(comm.rank === 0 ? 2 : 3));
       }
