@@ -68,7 +68,7 @@ export async function loadModelEmbedder(opts: ModelOpts, log: (s: string) => voi
 
 function verificationLine(name: string, r: VerificationEmbeddingsResult): string {
   const far = r.tarAtFar ? `, TAR@FAR=${r.tarAtFar.farTarget}: ${formatFixed(r.tarAtFar.tar, 5)}+-${formatFixed(r.tarAtFar.tarStd, 5)}` : '';
-  return `[${name}]XNorm: ${r.xnorm}\n[${name}]Accuracy-${r.flip ? 'Flip' : 'NoFlip'}: ${formatFixed(r.accuracy, 5)}+-${formatFixed(r.accuracyStd, 5)} (best threshold ${formatFixed(r.bestThreshold, 3)}${far})`;
+  return `[${name}]XNorm: ${formatFixed(r.xnorm, 6)}\n[${name}]Accuracy-${r.flip ? 'Flip' : 'NoFlip'}: ${formatFixed(r.accuracy, 5)}+-${formatFixed(r.accuracyStd, 5)} (best threshold ${formatFixed(r.bestThreshold, 3)}${far})`;
 }
 
 function verificationJson(name: string, r: VerificationEmbeddingsResult, extra: Record<string, unknown> = {}) {

@@ -185,6 +185,17 @@ describe('IJB building blocks', () => {
       // float32 lane accumulation against float64 accumulation of float32 products: 1e-6 absolute on unit-norm-ish rows
       for (let p = 0; p < n; p++) expect(Math.abs(fast[p]! - js[p]!)).toBeLessThan(1e-6);
     }
+    // ≥ 65536 pairs take the cache-blocked order (sorted by row blocks, results scattered back)
+    const T = 400;
+    const dim = 32;
+    const f = Float32Array.from({ length: T * dim }, () => rng.normal() / Math.sqrt(dim));
+    const ids = Int32Array.from({ length: T }, (_, i) => i);
+    const n = 70000;
+    const t1 = Int32Array.from({ length: n }, () => rng.int(T));
+    const t2 = Int32Array.from({ length: n }, () => rng.int(T));
+    const fast = pairScores(ids, f, dim, t1, t2);
+    const js = pairScores(ids, f, dim, t1, t2, 'js');
+    for (let p = 0; p < n; p++) expect(Math.abs(fast[p]! - js[p]!)).toBeLessThan(1e-6);
     expect(pairScores(Int32Array.from([1]), new Float32Array(16), 16, new Int32Array(0), new Int32Array(0))).toHaveLength(0);
   });
 

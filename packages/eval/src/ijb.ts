@@ -312,8 +312,18 @@ export function pairScores(templateIds: Int32Array, features: Float32Array, dim:
     rowsB[p] = row(t2[p]!, p);
   }
   if (kernel === 'auto') {
-    const fast = wasmPairDots(features, dim, rowsA, rowsB);
-    if (fast) return fast;
+    const order = cacheFriendlyOrder(rowsA, rowsB, templateIds.length);
+    if (order === null) {
+      const fast = wasmPairDots(features, dim, rowsA, rowsB);
+      if (fast) return fast;
+    } else {
+      const fast = wasmPairDots(features, dim, gather(rowsA, order), gather(rowsB, order));
+      if (fast) {
+        const out = new Float32Array(n);
+        for (let i = 0; i < n; i++) out[order[i]!] = fast[i]!;
+        return out;
+      }
+    }
   }
   const out = new Float32Array(n);
   for (let p = 0; p < n; p++) {
@@ -335,6 +345,31 @@ export function pairScores(templateIds: Int32Array, features: Float32Array, dim:
     out[p] = s0 + s1 + (s2 + s3);
   }
   return out;
+}
+
+function gather(a: Int32Array, order: Int32Array): Int32Array {
+  const out = new Int32Array(order.length);
+  for (let i = 0; i < order.length; i++) out[i] = a[order[i]!]!;
+  return out;
+}
+
+/**
+ * A pair order in which rows stay in cache: pairs grouped by blocks of 128 first rows (256 KiB of 512-d float32, an
+ * L2 cache), and by second row within a block, so each second row is read once per block instead of once per pair
+ * (IJB-C: ~4 GB of row reads instead of ~64 GB). Counting sort, O(pairs + blocks × rows); null when the problem
+ * is small or the bucket table would be large.
+ */
+function cacheFriendlyOrder(rowsA: Int32Array, rowsB: Int32Array, rows: number): Int32Array | null {
+  const n = rowsA.length;
+  const B = 128;
+  const buckets = Math.ceil(rows / B) * rows;
+  if (n < 1 << 16 || buckets > 1 << 25) return null;
+  const start = new Int32Array(buckets + 1);
+  for (let p = 0; p < n; p++) start[((rowsA[p]! / B) | 0) * rows + rowsB[p]! + 1]!++;
+  for (let k = 0; k < buckets; k++) start[k + 1]! += start[k]!;
+  const order = new Int32Array(n);
+  for (let p = 0; p < n; p++) order[start[((rowsA[p]! / B) | 0) * rows + rowsB[p]!]!++] = p;
+  return order;
 }
 
 /** The TAR@FAR table of one method. */
