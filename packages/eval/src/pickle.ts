@@ -359,9 +359,7 @@ export function parsePickle(bytes: Uint8Array, source = '<buffer>'): PickleValue
       case 'numpy.dtype': {
         const d = str(args[0] ?? null, 'numpy.dtype argument');
         if (d !== 'u1' && d !== 'uint8' && d !== '|u1') {
-          throw new PfcError('E_PICKLE_DTYPE', `${source}: numpy array of dtype '${d}' at byte offset ${opStart}; only uint8 arrays (encoded images) are accepted`, {
-            details: { file: source, offset: opStart, dtype: d },
-          });
+          throw unsafe(`numpy.dtype('${d}'): only uint8 arrays (encoded images) are in the accepted subset`);
         }
         return { kind: 'dtype', dtype: 'u1' };
       }
