@@ -49,9 +49,38 @@ function convInfo(
   );
 }
 
+function sameShape(dy: tf.Tensor, info: backend_util.Conv2DInfo): boolean {
+  return dy.rank === 4 && dy.shape.every((d, i) => d === info.outShape[i]);
+}
+
+/**
+ * The forward geometry of a gradient kernel, checked against dy. tfjs's conv2d gradient drops the forward pass's
+ * `dimRoundingMode`, so with a numeric pad and no rounding mode given, the rounding that reproduces dy's shape is used
+ * (the cpu backend instead ignores dy's extra row and column).
+ */
+function gradInfo(
+  op: string,
+  xShape: readonly number[],
+  filterShape: readonly number[],
+  g: ConvGeometry,
+  depthwise: boolean,
+  dy: tf.Tensor,
+  dataFormat?: string,
+): backend_util.Conv2DInfo {
+  const info = convInfo(op, xShape, filterShape, g, depthwise, dataFormat);
+  if (!sameShape(dy, info) && typeof g.pad === 'number' && g.dimRoundingMode === undefined) {
+    for (const dimRoundingMode of ['ceil', 'round'] as const) {
+      const other = convInfo(op, xShape, filterShape, { ...g, dimRoundingMode }, depthwise, dataFormat);
+      if (sameShape(dy, other)) return other;
+    }
+  }
+  checkDy(op, dy, info);
+  return info;
+}
+
 function checkDy(op: string, dy: tf.Tensor, info: backend_util.Conv2DInfo): void {
   const expected = info.outShape;
-  if (dy.rank !== 4 || dy.shape.some((d, i) => d !== expected[i])) {
+  if (!sameShape(dy, info)) {
     throw new PfcError('E_WASM_KERNEL', `${op}: dy has shape [${dy.shape.join(', ')}]; the forward convolution's output shape is [${expected.join(', ')}]`, {
       details: { op, dyShape: [...dy.shape], expected: [...expected] },
     });
@@ -83,8 +112,7 @@ export function conv2dFilterGrad(
   dataFormat?: string,
 ): tf.Tensor4D {
   const op = 'Conv2DBackpropFilter';
-  const info = convInfo(op, x.shape, filterShape, g, false, dataFormat);
-  checkDy(op, dy, info);
+  const info = gradInfo(op, x.shape, filterShape, g, false, dy, dataFormat);
   const { top, left } = info.padInfo;
   const bottom = padAfter(info.inHeight, top, info.filterHeight, info.dilationHeight, info.outHeight, info.strideHeight);
   const right = padAfter(info.inWidth, left, info.filterWidth, info.dilationWidth, info.outWidth, info.strideWidth);
@@ -192,8 +220,7 @@ export function conv2dInputGrad(
   dataFormat?: string,
 ): tf.Tensor4D {
   const op = 'Conv2DBackpropInput';
-  const info = convInfo(op, inputShape, filter.shape, g, false, dataFormat);
-  checkDy(op, dy, info);
+  const info = gradInfo(op, inputShape, filter.shape, g, false, dy, dataFormat);
   return inputGradient(info, dy, tf.transpose(filter, [0, 1, 3, 2]), inputShape[3], conv2dStrideOne, true);
 }
 
@@ -212,8 +239,7 @@ export function depthwiseFilterGrad(
   g: ConvGeometry,
 ): tf.Tensor4D {
   const op = 'DepthwiseConv2dNativeBackpropFilter';
-  const info = convInfo(op, x.shape, filterShape, g, true);
-  checkDy(op, dy, info);
+  const info = gradInfo(op, x.shape, filterShape, g, true, dy);
   const [fh, fw, c, m] = filterShape;
   const n = info.batchSize;
   const { top, left } = info.padInfo;
@@ -251,8 +277,7 @@ export function depthwiseInputGrad(
   g: ConvGeometry,
 ): tf.Tensor4D {
   const op = 'DepthwiseConv2dNativeBackpropInput';
-  const info = convInfo(op, inputShape, filter.shape, g, true);
-  checkDy(op, dy, info);
+  const info = gradInfo(op, inputShape, filter.shape, g, true, dy);
   const [fh, fw, c, m] = filter.shape;
   const conv: StrideOneConv = (x, f, pads, dilations) => {
     const z = tf.engine().runKernel('DepthwiseConv2dNative', { x, filter: f }, { strides: [1, 1], dilations, pad: explicitPad(pads) }) as tf.Tensor4D;
