@@ -88,11 +88,8 @@ describe('registration', () => {
     s.dispose();
     // gather with batchDims 1 and prod: their gradients use chained methods.
     const table = randn([2, 5, 3], 36);
-    // Only the gradient of the batched gather: tfjs-backend-wasm 4.22's own GatherV2 forward is wrong with
-    // batchDims 1 (it reads rows of the wrong batch), which is not one of the kernels @pfc replaces.
-    const r = randn([2, 3, 3], 37);
     const diff = await maxDiff(() => [
-      tf.grad((x) => tf.sum(tf.mul(tf.gather(x, tf.tensor2d([4, 0, 4, 1, 2, 2], [2, 3], 'int32'), 1, 1), t(r))))(t(table)),
+      ...forwardAndGrads((x) => tf.gather(x!, tf.tensor2d([4, 0, 4, 1, 2, 2], [2, 3], 'int32'), 1, 1), [t(table)], 37),
       ...forwardAndGrads((x) => tf.prod(x!, 1), [t(randn([3, 4], 38))], 39),
     ]);
     expect(diff).toBeLessThan(TOL);
@@ -257,6 +254,30 @@ describe('gather gradient (UnsortedSegmentSum) matches the cpu backend', () => {
     idx.dispose();
     const diff = await maxDiff(() => forwardAndGrads((x) => tf.gather(x!, tf.tensor2d(idxData, [2, 3], 'int32'), 1), [t(table)], 34));
     expect(diff).toBeLessThan(TOL);
+  });
+
+  // tfjs-backend-wasm 4.22's native GatherV2 reads rows of the wrong batch with batchDims > 0; @pfc replaces it then.
+  it.each([
+    { x: [2, 5, 3], idx: [2, 4], axis: 1, batchDims: 1 },
+    { x: [2, 3, 6, 2], idx: [2, 3], axis: 2, batchDims: 1 },
+    { x: [2, 3, 6, 2], idx: [2, 3, 4], axis: 2, batchDims: 2 },
+  ])('batched gather x $x indices $idx axis $axis batchDims $batchDims', async ({ x, idx, axis, batchDims }) => {
+    const table = randn(x, 40);
+    const rng = new Rng(41);
+    const dim = x[axis]!;
+    const ids = Int32Array.from({ length: idx.reduce((a, b) => a * b, 1) }, () => rng.int(dim));
+    const gather = (v: tf.Tensor) => tf.gather(v, tf.tensor(ids, idx, 'int32'), axis, batchDims);
+    // tfjs differentiates batched gathers only for batchDims 1 (on every backend).
+    const diff = await maxDiff(() => (batchDims === 1 ? forwardAndGrads((v) => gather(v!), [t(table)], 42) : [gather(t(table))]));
+    expect(diff).toBeLessThan(TOL);
+  });
+
+  it('a batched gather index outside the axis is E_WASM_KERNEL', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.zeros([2, 5, 3]);
+    const idx = tf.tensor2d([0, 5], [2, 1], 'int32');
+    expect(() => tf.gather(x, idx, 1, 1)).toThrow('GatherV2: the index value 5 is not in [0, 4]');
+    tf.dispose([x, idx]);
   });
 
   it('drops segment ids outside [0, numSegments) like the cpu backend', async () => {

@@ -6,6 +6,7 @@
  * `UnsortedSegmentSum` (the gradient of `gather`). Replaced because the native one is slow: `Conv2DBackpropInput`
  * (a naive loop, ~10× slower than a forward conv), and `BatchMatMul` / `_FusedMatMul` with transpose flags (a naive
  * loop, 10–20× slower than without). Each is computed with the fast forward kernels wasm has (see `./wasm/*`).
+ * Fixed: `GatherV2` with `batchDims > 0` (the native kernel reads rows of the wrong batch).
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
@@ -20,6 +21,7 @@ import { conv2dFilterGrad, conv2dInputGrad, depthwiseFilterGrad, depthwiseInputG
 import type { ConvGeometry } from './wasm/conv';
 import { matMulWithoutFlags } from './wasm/matmul';
 import { unsortedSegmentSum } from './wasm/segment';
+import { batchedGather } from './wasm/gather';
 import { wrapInput } from './wasm/tensors';
 
 const BACKEND = 'wasm';
@@ -34,6 +36,7 @@ export const WASM_TRAINING_KERNELS = [
   'UnsortedSegmentSum',
   'BatchMatMul',
   '_FusedMatMul',
+  'GatherV2',
 ] as const;
 
 const ours = new WeakSet<KernelFunc>();
@@ -85,6 +88,14 @@ function flagFreeMatMul(native: KernelConfig): KernelFunc {
   return fn;
 }
 
+/** Wraps the native gather: `batchDims` 0 goes straight to it, batched gathers through {@link batchedGather}. */
+function batchedGatherKernel(native: KernelConfig): KernelFunc {
+  const batched = tensorKernel(({ x, indices }, attrs) => batchedGather(x!, indices!, attrs.axis as number, attrs.batchDims as number));
+  const fn: KernelFunc = (args) => ((args.attrs?.batchDims as number | undefined) ? batched(args) : native.kernelFunc(args));
+  ours.add(fn);
+  return fn;
+}
+
 function register(kernelName: string, kernelFunc: KernelFunc): void {
   const existing = getKernel(kernelName, BACKEND);
   if (existing && ours.has(existing.kernelFunc)) return;
@@ -119,5 +130,7 @@ export function registerWasmTrainingKernels(): void {
     const native = getKernel(name, BACKEND);
     if (native && !ours.has(native.kernelFunc)) register(name, flagFreeMatMul(native));
   }
+  const nativeGather = getKernel('GatherV2', BACKEND);
+  if (nativeGather && !ours.has(nativeGather.kernelFunc)) register('GatherV2', batchedGatherKernel(nativeGather));
   registered = true;
 }
