@@ -5,7 +5,7 @@
  * Missing: `Conv2DBackpropFilter`, `DepthwiseConv2dNativeBackpropFilter`, `DepthwiseConv2dNativeBackpropInput`,
  * `UnsortedSegmentSum` (the gradient of `gather`). Replaced because the native one is slow: `Conv2DBackpropInput`
  * (a naive loop, ~10× slower than a forward conv), and `BatchMatMul` / `_FusedMatMul` with transpose flags (a naive
- * loop, 10–20× slower than without). Each is computed with the fast forward kernels wasm has (see `./wasm/*`).
+ * loop, 10–30× slower than without). Each is computed with the fast forward kernels wasm has (see `./wasm/*`).
  * Fixed: `GatherV2` with `batchDims > 0` (the native kernel reads rows of the wrong batch).
  */
 import { createRequire } from 'node:module';
