@@ -34,6 +34,7 @@ describe('pfc-eval CLI', () => {
     expect(top.stdout).toMatch(/verification/);
     expect(top.stdout).toMatch(/ijb/);
     expect(top.stdout).toMatch(/roc/);
+    expect(top.stdout).toContain('Examples:');
     for (const c of ['verification', 'ijb', 'roc']) {
       const h = await run([c, '--help']);
       expect(h.code).toBe(0);

@@ -97,7 +97,16 @@ export function createProgram(io: CliIo = { stdout: process.stdout, stderr: proc
   const program = new Command('pfc-eval')
     .description('Face verification evaluation with any face model: InsightFace .bin 10-fold verification and IJB-B/IJB-C 1:1 TAR@FAR, numerically as recognition/arcface_torch.')
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  pfc-eval verification --bin lfw.bin cfp_fp.bin agedb_30.bin --model glint360k_r50.onnx
+  pfc-eval ijb --root /data/IJB_release/IJBC --target IJBC --model glint360k_r100.onnx --result-dir results
+  pfc-eval roc results/pfc/ijbc.npy labels.npy --json
+Run 'pfc-eval <command> --help' for a command's options.`,
+    );
 
   const modelOptions = (c: Command) =>
     c
