@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PfcError } from '@pfc/core';
+import { PfcError, readNpy } from '@pfc/core';
 import { encodeVerificationBin, parseVerificationBin, readVerificationBin, writeVerificationBin } from './bin';
 import { decodeImage } from './image';
 import { parsePickle } from './pickle';
@@ -105,8 +105,14 @@ describe('fixtures and real .bin files', () => {
       expect(bin.issame).toEqual(m.verification_bin.issame_list);
       expect(bin.images.map((b) => createHash('sha256').update(b).digest('hex'))).toEqual(m.images.map((i) => i.jpeg_sha256));
     }
-    const img = await decodeImage(readVerificationBin(join(fixtures, 'verif_py3.bin')).images[0]!);
-    expect([img.width, img.height]).toEqual([112, 112]);
+    // sharp (libjpeg-turbo) decodes exactly as PIL did for the fixture's reference pixels
+    const pil = readNpy(join(fixtures, 'decoded_rgb_pil.npy'));
+    const bin = readVerificationBin(join(fixtures, 'verif_py3.bin'));
+    for (let i = 0; i < bin.images.length; i++) {
+      const img = await decodeImage(bin.images[i]!);
+      expect([img.width, img.height]).toEqual([112, 112]);
+      expect(Buffer.compare(Buffer.from(img.data), Buffer.from((pil.data as Uint8Array).subarray(i * 112 * 112 * 3, (i + 1) * 112 * 112 * 3)))).toBe(0);
+    }
   });
 
   (existsSync(realBin) ? it : it.skip)('parses the real protocol 3 (numpy arrays) and protocol 4 (frames) files', async () => {
