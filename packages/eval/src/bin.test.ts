@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { PfcError, readNpy } from '@pfc/core';
 import { encodeVerificationBin, parseVerificationBin, readVerificationBin, writeVerificationBin } from './bin';
 import { decodeImage } from './image';
@@ -129,5 +130,37 @@ describe('fixtures and real .bin files', () => {
     expect(fid.images).toHaveLength(1498);
     expect(fid.issame).toHaveLength(749);
     expect(fid.images.every((b) => b[0] === 0xff && b[1] === 0xd8)).toBe(true);
+  });
+});
+
+describe('verifyBin with a function embedder', () => {
+  it('decodes (resizing odd sizes), embeds with flips and evaluates', async () => {
+    const { verifyBin } = await import('./verify-bin');
+    const { functionEmbedder } = await import('./embed');
+    const colours = [[200, 10, 10], [190, 20, 10], [10, 200, 10], [10, 10, 200]];
+    const images: Uint8Array[] = [];
+    for (const [i, [r, g, b]] of colours.entries()) {
+      const w = i === 3 ? 100 : 112;
+      const h = i === 3 ? 120 : 112;
+      images.push(await sharp({ create: { width: w, height: h, channels: 3, background: { r: r!, g: g!, b: b! } } }).png().toBuffer());
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'pfc-eval-vb-'));
+    writeVerificationBin(join(dir, 'colours.bin'), images, [true, false]);
+    let seen = 0;
+    const embedder = functionEmbedder((x, n, size) => {
+      seen += n;
+      const out = new Float32Array(n * 3);
+      for (let i = 0; i < n * size * size; i++) for (let c = 0; c < 3; c++) out[Math.floor(i / (size * size)) * 3 + c]! += (x[i * 3 + c]! + 1) / (size * size);
+      return out;
+    });
+    const res = await verifyBin(join(dir, 'colours.bin'), embedder, { folds: 2, progress: false });
+    expect(seen).toBe(8); // 4 images and their mirrors
+    expect(res.name).toBe('colours');
+    expect(res.images).toBe(4);
+    expect(res.flip).toBe(true);
+    // pair 0 (two reds) is close, pair 1 (green vs blue) is far
+    expect(res.distances[0]!).toBeLessThan(0.05);
+    expect(res.distances[1]!).toBeGreaterThan(1.5);
+    expect(res.accuracy).toBeGreaterThanOrEqual(0.5);
   });
 });
