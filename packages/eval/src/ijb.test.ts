@@ -114,6 +114,26 @@ describe('IJB 1:1 pipeline', () => {
     expect(res.table.auc).toBeGreaterThan(0.9);
   });
 
+  it('writes the same protocol from parallel columns', () => {
+    const root4 = mkdtempSync(join(tmpdir(), 'pfc-ijb-cols-'));
+    try {
+      writeIjbProtocol(root4, 'IJBC', {
+        images: proto.images.map((i) => i.data),
+        templates: proto.images.map((i) => i.template),
+        media: proto.images.map((i) => i.media),
+        scores: proto.images.map((i) => i.score!),
+        pairs: proto.pairs,
+      });
+      for (const f of ['ijbc_face_tid_mid.txt', 'ijbc_name_5pts_score.txt', 'ijbc_template_pair_label.txt']) {
+        expect(readFileSync(join(root4, 'meta', f), 'utf8')).toBe(readFileSync(join(root, 'meta', f), 'utf8'));
+      }
+      expect(readFileSync(join(root4, 'loose_crop', '7.png')).equals(readFileSync(join(root, 'loose_crop', '7.png')))).toBe(true);
+      expect(() => writeIjbProtocol(root4, 'IJBC', { images: [new Uint8Array(1)], templates: [1, 2], media: [1], pairs: [] })).toThrow(/templates.length/);
+    } finally {
+      rmSync(root4, { recursive: true, force: true });
+    }
+  });
+
   it('missing images: an error naming the file, or a counted skip', async () => {
     const root2 = mkdtempSync(join(tmpdir(), 'pfc-ijb-miss-'));
     try {

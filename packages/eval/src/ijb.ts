@@ -604,13 +604,54 @@ export interface IjbImageSpec {
   score?: number;
 }
 
+/** A protocol to write, row form: one {@link IjbImageSpec} per image. */
+export interface IjbProtocolSpec {
+  images: readonly IjbImageSpec[];
+  /** `[template1, template2, label]` triples (label 1 genuine, 0 impostor). */
+  pairs: readonly (readonly [number, number, 0 | 1 | boolean])[];
+}
+
+/** A protocol to write, column form: parallel arrays, one entry per image. */
+export interface IjbProtocolColumns {
+  /** Encoded images (JPEG/PNG). */
+  images: readonly Uint8Array[];
+  templates: ArrayLike<number>;
+  media: ArrayLike<number>;
+  /** File names under `loose_crop/` (default `1.jpg`, `2.jpg`, … — or `.png` when the bytes are PNG). */
+  names?: readonly string[];
+  /** [n][5][2] landmarks (default the ArcFace template: images already aligned). */
+  landmarks?: readonly ArrayLike<ArrayLike<number>>[];
+  /** Detector scores (default 1). */
+  scores?: ArrayLike<number>;
+  pairs: readonly (readonly [number, number, 0 | 1 | boolean])[];
+}
+
+function rowsOf(spec: IjbProtocolSpec | IjbProtocolColumns): IjbProtocolSpec {
+  if (!('templates' in spec)) return spec;
+  const n = spec.images.length;
+  assertArg(spec.templates.length === n && spec.media.length === n, 'writeIjbProtocol', 'templates.length', spec.templates.length, `images.length ${n} (and media.length ${spec.media.length} too)`);
+  const images = spec.images.map((data, i): IjbImageSpec => {
+    const png = data[0] === 0x89 && data[1] === 0x50;
+    return {
+      name: spec.names?.[i] ?? `${i + 1}.${png ? 'png' : 'jpg'}`,
+      data,
+      template: spec.templates[i]!,
+      media: spec.media[i]!,
+      ...(spec.landmarks?.[i] ? { landmarks: spec.landmarks[i] } : {}),
+      ...(spec.scores ? { score: spec.scores[i]! } : {}),
+    };
+  });
+  return { images, pairs: spec.pairs };
+}
+
 /**
  * Writes an IJB-format protocol under `root`: `meta/<target>_face_tid_mid.txt`, `meta/<target>_name_5pts_score.txt`,
  * `meta/<target>_template_pair_label.txt` and the images in `loose_crop/` — for held-out synthetic identities
- * (trainer) and tests.
- * @param pairs `[template1, template2, label]` triples (label 1 genuine, 0 impostor)
+ * (trainer) and tests. Accepts one record per image ({@link IjbProtocolSpec}) or parallel columns
+ * ({@link IjbProtocolColumns}: `{ images, templates, media, landmarks?, scores?, pairs }`).
  */
-export function writeIjbProtocol(root: string, target: IjbTarget, spec: { images: readonly IjbImageSpec[]; pairs: readonly (readonly [number, number, 0 | 1 | boolean])[] }): void {
+export function writeIjbProtocol(root: string, target: IjbTarget, protocol: IjbProtocolSpec | IjbProtocolColumns): void {
+  const spec = rowsOf(protocol);
   const meta = join(root, 'meta');
   const crops = join(root, 'loose_crop');
   mkdirSync(meta, { recursive: true });

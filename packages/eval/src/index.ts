@@ -19,4 +19,4 @@ export type { Embedder, EmbedderOptions, Normalization, OnnxEmbedderOptions, Tfj
 export { verifyBin, decodeVerificationImages } from './verify-bin';
 export type { VerifyBinOptions, VerifyBinResult } from './verify-bin';
 export { readIjbProtocol, ijbMetaPaths, evaluateIjb, imageFeatures, templateFeatures, pairScores, ijbTable, formatIjbTable, ijbTableMarkdown, ijbModeName, rocSvg, writeIjbResults, writeIjbProtocol } from './ijb';
-export type { IjbTarget, IjbProtocol, IjbTestMode, IjbTable, IjbResult, EvaluateIjbOptions, IjbImageSpec } from './ijb';
+export type { IjbTarget, IjbProtocol, IjbTestMode, IjbTable, IjbResult, EvaluateIjbOptions, IjbImageSpec, IjbProtocolSpec, IjbProtocolColumns } from './ijb';
