@@ -264,9 +264,15 @@ export async function embedImages(
   let emb: Float32Array | null = null;
   let embFlip: Float32Array | null = null;
   let dim = 0;
+  // with a loader, the next batch is decoded while the model runs on this one
+  const load = (s: number) => (images instanceof Uint8Array ? Promise.resolve(images.subarray(s * per, Math.min(n, s + batch) * per)) : images(s, Math.min(n, s + batch)));
+  let next: Promise<Uint8Array> | null = n > 0 ? load(0) : null;
   for (let s = 0; s < n; s += batch) {
     const e = Math.min(n, s + batch);
-    const chunk = images instanceof Uint8Array ? images.subarray(s * per, e * per) : await images(s, e);
+    const chunk = await next!;
+    next = e < n ? load(e) : null;
+    // a failed prefetch surfaces when awaited, not as an unhandled rejection meanwhile
+    next?.catch(() => undefined);
     const y = await embedder.embed(chunk, e - s);
     if (emb === null) {
       dim = y.length / (e - s);

@@ -525,7 +525,6 @@ export async function evaluateIjb(root: string, target: IjbTarget, embedder: Emb
   const per = size * size * 3;
   const imgDir = ijbMetaPaths(root, target).images;
   const include = new Uint8Array(n).fill(1);
-  const skipped: string[] = [];
   const loadRange = async (start: number, end: number): Promise<Uint8Array> => {
     const out = new Uint8Array((end - start) * per);
     let next = start;
@@ -540,7 +539,6 @@ export async function evaluateIjb(root: string, target: IjbTarget, embedder: Emb
         } catch (cause) {
           if (options.skipMissing) {
             include[i] = 0;
-            skipped.push(proto.names[i]!);
             continue;
           }
           throw new PfcError('E_IMAGE_MISSING', `IJB image '${path}' (line ${i + 1} of the tid/mid file) cannot be read: ${(cause as Error).message}; pass skipMissing (--skip-missing) to skip missing images`, {
@@ -558,6 +556,7 @@ export async function evaluateIjb(root: string, target: IjbTarget, embedder: Emb
   };
   const flip = options.flip ?? true;
   const emb = await embedImages(embedder, loadRange, n, { progress: `${target} images`, ...options, flip });
+  const skipped = proto.names.filter((_, i) => include[i] === 0); // in file order
   const feats = imageFeatures(emb.embeddings, emb.dim, { ...options, flip, ...(emb.flipEmbeddings ? { flipEmbeddings: emb.flipEmbeddings } : {}), faceness: proto.faceness });
   const { templateIds, features } = templateFeatures(feats, emb.dim, proto.templates, proto.medias, include);
   const scores = pairScores(templateIds, features, emb.dim, proto.pairs.t1, proto.pairs.t2);
