@@ -79,6 +79,13 @@ export interface TrainConfig {
   clip_grad_norm: number;
   /** Random horizontal flip of training images (the reference's `RandomHorizontalFlip`). */
   random_flip: boolean;
+  /**
+   * Class-center update: `sparse` (the original Partial FC memory bank: only sampled rows and their momentum move,
+   * O(sampled) per step) or `dense` (the reference V2: weight decay and momentum move every row every step).
+   */
+  pfc_update: 'sparse' | 'dense';
+  /** Head implementation: `partial-fc` (`@pfc/partial-fc`) or `builtin` (this package's, supports `gradient_acc` > 1). */
+  pfc_head: 'partial-fc' | 'builtin';
 }
 
 /** The reference's `configs/base.py` defaults plus ours for the extension fields. */
@@ -118,6 +125,8 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   network_options: null,
   clip_grad_norm: 5,
   random_flip: true,
+  pfc_update: 'sparse' as const,
+  pfc_head: 'partial-fc' as const,
 });
 
 /** Keys of the reference's base config that are accepted but have no effect here (W&B, DALI internals). */
@@ -160,6 +169,8 @@ const KINDS: Record<keyof TrainConfig, Kind> = {
   network_options: 'object?',
   clip_grad_norm: 'number',
   random_flip: 'bool',
+  pfc_update: 'enum',
+  pfc_head: 'enum',
 };
 
 const EXPECTED: Record<Kind, string> = {
@@ -172,7 +183,7 @@ const EXPECTED: Record<Kind, string> = {
   'string?': 'a string or null',
   margins: 'three finite numbers [m1, m2, m3]',
   strings: 'an array of strings',
-  enum: "'sgd' or 'adamw'",
+  enum: 'one of the listed values',
   'object?': 'an object or null',
 };
 
@@ -182,7 +193,13 @@ function configError(field: string, expected: string, actual: unknown, origin: s
   });
 }
 
-function checkKind(kind: Kind, v: unknown): boolean {
+const ENUMS: Partial<Record<keyof TrainConfig, readonly string[]>> = {
+  optimizer: ['sgd', 'adamw'],
+  pfc_update: ['sparse', 'dense'],
+  pfc_head: ['partial-fc', 'builtin'],
+};
+
+function checkKind(kind: Kind, v: unknown, field: keyof TrainConfig): boolean {
   switch (kind) {
     case 'number':
       return typeof v === 'number' && Number.isFinite(v);
@@ -203,7 +220,7 @@ function checkKind(kind: Kind, v: unknown): boolean {
     case 'strings':
       return Array.isArray(v) && v.every((x) => typeof x === 'string');
     case 'enum':
-      return v === 'sgd' || v === 'adamw';
+      return typeof v === 'string' && (ENUMS[field] ?? []).includes(v);
     case 'object?':
       return v === null || (typeof v === 'object' && !Array.isArray(v));
   }
@@ -235,7 +252,8 @@ export function resolveConfig(partial: Record<string, unknown>, origin = 'config
     out[k] = Array.isArray(v) ? [...v] : v;
   }
   for (const [k, kind] of Object.entries(KINDS) as [keyof TrainConfig, Kind][]) {
-    if (!checkKind(kind, out[k])) throw configError(k, EXPECTED[kind], out[k], origin);
+    const expected = kind === 'enum' ? `one of ${ENUMS[k]!.map((e) => `'${e}'`).join(', ')}` : EXPECTED[kind];
+    if (!checkKind(kind, out[k], k)) throw configError(k, expected, out[k], origin);
   }
   const c = out as unknown as TrainConfig;
   const range = (field: keyof TrainConfig, ok: boolean, expected: string): void => {

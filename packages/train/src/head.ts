@@ -13,14 +13,13 @@ export interface TrainHead {
    * Loss over the global batch and this rank's embedding gradient.
    * @param embeddings float32 [B, d] row-major, this rank's raw (un-normalised) embeddings
    * @param labels int32 [B] global class ids
+   * @param stepLr when not null, the gradients accumulated so far (this call's included) are applied with this
+   *   learning rate (SGD with the run's momentum and weight decay) and cleared: the optimizer step of an
+   *   accumulation boundary. Null accumulates only (`gradient_acc` > 1).
    * @returns `loss` (identical on every rank) and `gradEmbeddings` float32 [B, d] = d loss / d embeddings
    *   (the true derivative; the reference's `.grad` is world size times this)
    */
-  forwardBackward(embeddings: Float32Array, labels: Int32Array): Promise<{ loss: number; gradEmbeddings: Float32Array }>;
-  /** Applies the gradients accumulated since the last step (SGD with the run's momentum and weight decay) and clears them. */
-  step(lr: number): void;
-  /** Drops accumulated gradients without applying them. */
-  zeroGrad(): void;
+  forwardBackward(embeddings: Float32Array, labels: Int32Array, stepLr: number | null): Promise<{ loss: number; gradEmbeddings: Float32Array }>;
   /** Writes this rank's shard into `dir` (every rank calls it with the same `dir`). */
   save(dir: string): Promise<void>;
   /** Loads this rank's shard from a directory written by `save` with any world size (re-sharding by class range). */
@@ -106,7 +105,7 @@ export class BuiltinPartialFC implements TrainHead {
     return order.subarray(0, this.numSample).slice().sort();
   }
 
-  async forwardBackward(embeddings: Float32Array, labels: Int32Array): Promise<{ loss: number; gradEmbeddings: Float32Array }> {
+  async forwardBackward(embeddings: Float32Array, labels: Int32Array, stepLr: number | null = null): Promise<{ loss: number; gradEmbeddings: Float32Array }> {
     const d = this.d;
     const B = labels.length;
     if (embeddings.length !== B * d) throw new PfcError('E_SHAPE', `BuiltinPartialFC: embeddings has ${embeddings.length} values, expected ${B}·${d}`);
@@ -217,9 +216,11 @@ export class BuiltinPartialFC implements TrainHead {
     }
     const counts = Array.from({ length: this.comm.worldSize }, () => B * d);
     const gradEmbeddings = await this.comm.reduceScatter(gx, 'sum', counts);
+    if (stepLr !== null) this.step(stepLr);
     return { loss, gradEmbeddings };
   }
 
+  /** Applies the accumulated gradients of the sampled rows (sparse SGD) and clears them. */
   step(lr: number): void {
     const { momentum: m, weightDecay: wd } = this.opts;
     const d = this.d;
@@ -235,6 +236,7 @@ export class BuiltinPartialFC implements TrainHead {
     this.grads.clear();
   }
 
+  /** Drops accumulated gradients. */
   zeroGrad(): void {
     this.grads.clear();
   }

@@ -23,3 +23,11 @@ export { encodeSafetensors, readSafetensors, writeSafetensors } from './safetens
 export type { NamedTensor } from './safetensors';
 export { synthFaces, normalizeImages, makePairs } from './synth';
 export type { SynthFacesOptions } from './synth';
+export { launchTraining } from './launch';
+export type { LaunchBackend, LaunchOptions } from './launch';
+export { trainThreadRank, verificationFilesOf } from './rank-entry';
+export type { RankArgs } from './rank-entry';
+export { loadVerificationSet } from './verification';
+export { runRecipe, recipeMain, syntheticConfig, DEFAULT_SYNTHETIC } from './recipe';
+export type { RecipeOptions, RecipeResult, SyntheticScale } from './recipe';
+export { PartialFCHead } from './pfc-head';

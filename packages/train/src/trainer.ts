@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { PfcError, float32ToFloat16, float16ToFloat32 } from '@pfc/core';
 import type { Communicator } from '@pfc/collective';
-import { backwardFromEmbeddings, createBackbone, type Backbone, type BackboneConfig, type StateDict } from '@pfc/backbone';
+import { backwardFromEmbeddings, createBackbone, saveOnnx, saveSafetensors, type Backbone, type BackboneConfig, type StateDict } from '@pfc/backbone';
 import { evaluateVerification } from '@pfc/eval';
 import { CheckpointManager, type CheckpointState } from './checkpoint';
 import type { TrainConfig } from './config';
 import { GlobalBatchSampler, RecordTrainData, type TrainData } from './data';
 import { BuiltinPartialFC, type TrainHead } from './head';
 import { SpeedLogger } from './logging';
+import { PartialFCHead } from './pfc-head';
 import { AdamW, Sgd, clipGradNorm, type HostOptimizer, type OptimizerState } from './optim';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors';
 import { PolynomialLRWarmup, stepCounts } from './schedule';
@@ -194,6 +195,7 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
   if (S !== data.imageSize) throw new PfcError('E_CONFIG', `config: field 'image_size' is ${S} for the backbone but the data has ${data.imageSize}-pixel images`);
   const head =
     options.head ??
+    (cfg.pfc_head === 'partial-fc' && cfg.gradient_acc === 1 ? new PartialFCHead(comm, cfg, backbone.embeddingSize) : null) ??
     new BuiltinPartialFC(comm, {
       numClasses: cfg.num_classes,
       embeddingSize: backbone.embeddingSize,
@@ -288,7 +290,10 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
   }
   const startStep = globalStep;
   const writer = rank === 0 && options.tensorboard !== false ? new SummaryWriter(join(output, 'tensorboard')) : null;
-  const speed = log ? new SpeedLogger({ frequent: cfg.frequent, batchSize: B, worldSize, totalStep: counts.totalStep, startStep, log, writer, stream: options.progressStream }) : null;
+  const speed =
+    rank === 0
+      ? new SpeedLogger({ frequent: cfg.frequent, batchSize: B, worldSize, totalStep: counts.totalStep, startStep, log: log ?? (() => {}), writer, stream: log ? options.progressStream : undefined })
+      : null;
   const result: TrainResult = {
     rank,
     worldSize,
@@ -381,7 +386,22 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
           e.dispose();
           return v;
         });
-        const { loss, gradEmbeddings } = await timed('head', () => head.forwardBackward(emb, batch.labels));
+        const boundary = globalStep % acc === 0;
+        const lr = sched.lr;
+        const { loss, gradEmbeddings } = await timed('head', async () => {
+          try {
+            return await head.forwardBackward(emb, batch.labels, boundary ? lr : null);
+          } catch (err) {
+            x.dispose();
+            if (PfcError.is(err, 'E_NON_FINITE')) {
+              throw new PfcError('E_NON_FINITE', `${err.message} at global step ${globalStep}; training stopped before the optimizer step, no checkpoint was written for this step`, {
+                cause: err,
+                details: { ...err.details, globalStep },
+              });
+            }
+            throw err;
+          }
+        });
         if (!Number.isFinite(loss)) {
           x.dispose();
           throw nonFinite('the loss', globalStep, loss);
@@ -406,8 +426,7 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
           for (const t of g.values()) t.dispose();
         });
         x.dispose();
-        const lr = sched.lr;
-        if (globalStep % acc === 0) {
+        if (boundary) {
           await timed('communication', async () => {
             if (cfg.fp16) {
               // The reference's DDP `fp16_compress_hook`: gradients travel as float16 even in fp32 training.
@@ -422,7 +441,6 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
             const norm = clipGradNorm(grads, cfg.clip_grad_norm);
             if (!Number.isFinite(norm)) throw nonFinite('the backbone gradient norm', globalStep, norm);
             opt.step(params, grads, lr);
-            head.step(lr);
             writeParams();
             flatGrads.fill(0);
           });
@@ -445,7 +463,7 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
     result.globalStep = globalStep;
     if (globalStep % cfg.verbose !== 0) runVerification();
     if (rank === 0 && options.exportModel !== false) {
-      result.exported.push(...(await exportBackbone(backbone, output, cfg.network)));
+      result.exported.push(...exportBackbone(backbone, output));
       log?.(`exported: ${result.exported.join(', ')}`);
     }
   } finally {
@@ -456,17 +474,11 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
   return result;
 }
 
-/**
- * Adapter over `@pfc/backbone`'s writers, looked up at run time: `saveSafetensors(model, path)` (with the network
- * in the metadata) and `saveOnnx(model, path)`. Without them the safetensors file is written here and ONNX is skipped.
- */
-async function exportBackbone(backbone: Backbone, output: string, network: string): Promise<string[]> {
-  const pkg = (await import('@pfc/backbone')) as unknown as Record<string, unknown>;
+/** Final export through `@pfc/backbone`: `model.safetensors` (network in the metadata) and `model.onnx`. */
+function exportBackbone(backbone: Backbone, output: string): string[] {
   const st = join(output, 'model.safetensors');
-  if (typeof pkg.saveSafetensors === 'function') (pkg.saveSafetensors as (m: Backbone, p: string) => void)(backbone, st);
-  else writeSafetensors(st, stateDictToTensors(backbone.getStateDict()), { format: 'pt', network });
-  if (typeof pkg.saveOnnx !== 'function') return [st];
   const onnx = join(output, 'model.onnx');
-  (pkg.saveOnnx as (m: Backbone, p: string) => void)(backbone, onnx);
+  saveSafetensors(backbone, st);
+  saveOnnx(backbone, onnx);
   return [st, onnx];
 }

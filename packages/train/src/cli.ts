@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { PfcError, type BackendName } from '@pfc/core';
+import { formatConfig, loadConfig } from './config';
+import { launchTraining, type LaunchBackend } from './launch';
+
+function int(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got '${v}'`);
+    return n;
+  };
+}
+
+/**
+ * The `pfc-train` program (commander). `main(argv)` parses and runs it; exported for tests.
+ * @param out where normal output goes
+ */
+export function createProgram(out: (s: string) => void = (s) => process.stdout.write(s)): Command {
+  const program = new Command('pfc-train');
+  program
+    .description('Data-parallel Partial FC face-recognition training (the reference arcface_torch train_v2.py).')
+    .requiredOption('-c, --config <file>', 'config file: .json, or a .ts/.js module whose default export is the config (reference field names)')
+    .option('--resume', 'continue from <output>/checkpoints/latest (another world size re-shards the bank)')
+    .option('--backend <backend>', 'how ranks run: threads | local | mpi', 'threads')
+    .option('--world-size <n>', 'number of data-parallel ranks (threads/local)', int('--world-size'), 1)
+    .option('--tensor-backend <name>', 'tensor backend per rank: tensorflow-gpu | tensorflow | wasm | cpu (default: best available)')
+    .option('--rec <dir>', 'override the config field rec')
+    .option('--output <dir>', 'override the config field output')
+    .option('--max-steps <n>', 'stop after this global step (a short run)', int('--max-steps'))
+    .option('--set <field=value...>', 'override config fields (JSON values), e.g. --set batch_size=64 lr=0.2')
+    .option('-q, --quiet', 'no log lines')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  pfc-train --config configs/glint360k_r100.json --world-size 2
+  pfc-train --config configs/ms1mv2_r100.ts --backend local --world-size 2 --set batch_size=32 num_epoch=1
+  pfc-train --config configs/glint360k_r100.json --resume --world-size 4     # resume with 4 ranks (bank re-sharded)
+  mpirun -np 8 pfc-train --config configs/glint360k_r100.json --backend mpi --tensor-backend tensorflow-gpu
+
+Outputs (config field output): training.log lines on stdout, tensorboard/ event files, checkpoints/ (atomic, every
+epoch and every checkpoint_steps; 'latest' names the newest complete one), model.safetensors and model.onnx.`,
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const overrides: Record<string, unknown> = {};
+      for (const kv of (opts.set as string[] | undefined) ?? []) {
+        const i = kv.indexOf('=');
+        if (i < 1) throw new PfcError('E_ARGUMENT', `pfc-train: --set expects field=value, got '${kv}'`);
+        const raw = kv.slice(i + 1);
+        let v: unknown;
+        try {
+          v = JSON.parse(raw);
+        } catch {
+          v = raw;
+        }
+        overrides[kv.slice(0, i)] = v;
+      }
+      if (opts.rec) overrides.rec = opts.rec;
+      if (opts.output) overrides.output = opts.output;
+      if (opts.resume) overrides.resume = true;
+      const config = loadConfig(opts.config as string, overrides);
+      if (!opts.quiet) out(`${formatConfig(config).join('\n')}\n`);
+      const hang = process.env.PFC_TRAIN_HANG_IN_CHECKPOINT;
+      const results = await launchTraining(
+        {
+          config,
+          ...(opts.tensorBackend ? { tensorBackend: opts.tensorBackend as BackendName } : {}),
+          ...(opts.maxSteps ? { maxSteps: opts.maxSteps as number } : {}),
+          ...(opts.quiet ? { quiet: true } : {}),
+          ...(hang ? { hangInCheckpointAt: Number(hang) } : {}),
+        },
+        { worldSize: opts.worldSize as number, backend: opts.backend as LaunchBackend },
+      );
+      const r = results[0]!;
+      if (!opts.quiet) out(`finished at global step ${r.globalStep} (started at ${r.startStep}); outputs in ${config.output}\n`);
+    });
+  return program;
+}
+
+/** Runs `pfc-train` with `argv` (without the node and script entries); resolves to the exit code. */
+export async function main(argv: string[], out?: (s: string) => void, err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
+  const program = createProgram(out);
+  program.exitOverride();
+  program.configureOutput({ writeOut: out ?? ((s) => process.stdout.write(s)), writeErr: err });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version') return 0;
+    if (typeof code === 'string' && code.startsWith('commander.')) return 2;
+    err(`pfc-train: ${e instanceof PfcError ? `${e.code}: ` : ''}${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
