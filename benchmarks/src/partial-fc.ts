@@ -118,7 +118,6 @@ export default async function (args: string[]): Promise<void> {
   const storages = argList(args, '--storage', 'float32,float16') as ('float32' | 'float16')[];
   const worldSize = Number(argList(args, '--world-size', '2')[0]);
   const rows: Row[] = [];
-  const rss: Record<string, Record<number, number>> = { float32: {}, float16: {} };
   // sr 0.1 rows first (the targets), then the sr 1.0 baselines, which are the slowest
   const configs: BenchConfig[] = [];
   for (const sampleRate of rates)
@@ -148,7 +147,6 @@ export default async function (args: string[]): Promise<void> {
     const cpuMs = median(r0.stepCpuMs);
     const denseCpuMs = sampleRate >= 1 ? cpuMs : median(r0.denseCpuMs);
     const bankBytes = ranks.reduce((a, r) => a + r.bankBytes, 0);
-    rss[storage]![numClasses] = Math.max(rss[storage]![numClasses] ?? 0, maxRssBytes);
     rows.push({
       classes: numClasses,
       sampleRate,
@@ -164,12 +162,14 @@ export default async function (args: string[]): Promise<void> {
       loss: r0.loss,
       steps: cfg.steps,
     });
-    report(rows, rss, worldSize);
+    report(rows, worldSize);
   }
 }
 
-function report(rows: Row[], rss: Record<string, Record<number, number>>, worldSize: number): void {
+/** Writes the report (JSON + markdown) from the rows measured so far. */
+export function report(rows: Row[], worldSize: number, extraNotes: string[] = []): void {
   const notes: string[] = [
+    ...extraNotes,
     `Global batch 128 (${128 / worldSize} per rank), D = 512, ArcFace s = 64; ranks are worker threads of one process, each with its own wasm backend (1 thread each).`,
     'Step = gather + sample + forward + distributed softmax CE + backward + SGD (lr 0.1, momentum 0.9, wd 5e-4) on the host-memory bank.',
     'Baselines in the same run: the dense V2 update (every row decays each step) and, for sr 0.1, the sr 1.0 row (full softmax, model parallel).',
@@ -186,16 +186,20 @@ function report(rows: Row[], rss: Record<string, Record<number, number>>, worldS
         (f16 ? `; float16 bank: ${((f16['step ms (sparse, subject)'] as number) / 1000).toFixed(2)} s wall, CPU/ranks ${((f16['step CPU ms / ranks (sparse)'] as number) / 1000).toFixed(2)} s, peak ${(f16['peak RSS GiB'] as number).toFixed(2)} GiB (${((f16['peak RSS GiB'] as number) / 8.1).toFixed(2)}×).` : '.'),
     );
   }
-  const f16 = rss.float16!;
-  const ks = Object.keys(f16).map(Number).sort((a, b) => a - b);
-  if (ks.length >= 2) {
-    const a = ks[ks.length - 2]!;
-    const b = ks[ks.length - 1]!;
-    const slope = (f16[b]! - f16[a]!) / (b - a);
+  // memory extrapolation from the sr 0.1 float16 rows (the training configuration), bytes per class between the two largest
+  const f16 = rows.filter((r) => r.storage === 'float16' && r.sampleRate === 0.1).sort((x, y) => (x.classes as number) - (y.classes as number));
+  if (f16.length >= 2) {
+    const a = f16[f16.length - 2]!;
+    const b = f16[f16.length - 1]!;
+    const ca = a.classes as number;
+    const cb = b.classes as number;
+    const ra = (a['peak RSS GiB'] as number) * 2 ** 30;
+    const rb = (b['peak RSS GiB'] as number) * 2 ** 30;
+    const slope = (rb - ra) / (cb - ca);
     const budget = 24 * 2 ** 30;
-    const maxClasses = Math.floor(b + (budget - f16[b]!) / slope);
+    const maxClasses = Math.floor(cb + (budget - rb) / slope);
     notes.push(
-      `float16 storage: peak RSS grows ${slope.toFixed(0)} bytes/class between ${a} and ${b} classes (bank: 2 × 512 × 2 = 2048 bytes/class); extrapolated largest class count in 24 GiB ≈ ${(maxClasses / 1e6).toFixed(1)}M (measured up to ${b / 1e6}M; sr 0.1 and 1.0 peaks taken together).`,
+      `float16 storage, sr 0.1: peak RSS grows ${slope.toFixed(0)} bytes/class between ${ca / 1e6}M and ${cb / 1e6}M classes (bank: 2 × 512 × 2 = 2048 bytes/class; the rest is per-step buffers that scale with the sampled rows); extrapolated largest class count whose peak fits in 24 GiB ≈ ${(maxClasses / 1e6).toFixed(1)}M (measured up to ${cb / 1e6}M).`,
     );
   }
   notes.push('Columns "CPU ms / ranks": process CPU time (all threads) during the step divided by the rank count — what the step would take with the cores to ourselves, assuming the ranks run in parallel.');
