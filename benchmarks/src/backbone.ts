@@ -32,6 +32,10 @@ export default async function (args: string[]): Promise<void> {
   const rows: Row[] = [];
   // Smaller batches first: a wasm allocation failure aborts the module, and every later row is then left unmeasured.
   let aborted: string | null = null;
+  // Training-step peak memory per image, measured (tf.profile) at the first batch size: wasm's heap is 4 GB, and an
+  // allocation failure aborts the module, so a step predicted not to fit is reported instead of attempted.
+  const peakPerImage = new Map<string, { perImage: number; base: number }>();
+  const HEAP_LIMIT = 3.5 * 2 ** 30;
   for (const batch of batches) {
     for (const net of nets) {
       const s = summary(net);
@@ -59,13 +63,33 @@ export default async function (args: string[]): Promise<void> {
           await y.data();
           y.dispose();
         }, runs, 1);
-        const trainMs = await timeMs(async () => {
+        const step = () => {
           const grads = backwardFromEmbeddings(m, xs, ds);
-          await Promise.all([...grads.values()].map((g) => g.data()));
-          tf.dispose([...grads.values()]);
-        }, runs, 1);
+          return grads;
+        };
+        let trainMs: number | null = null;
+        const known = peakPerImage.get(net);
+        const predicted = known ? known.base + known.perImage * batch : 0;
+        if (info.tfBackend === 'wasm' && known && predicted > HEAP_LIMIT) {
+          row.note = `fwd+bwd not run: predicted peak ${(predicted / 2 ** 30).toFixed(1)} GB exceeds the 4 GB wasm heap`;
+        } else {
+          const base = tf.memory().numBytes;
+          const prof = await tf.profile(async () => {
+            const grads = step();
+            await Promise.all([...grads.values()].map((g) => g.data()));
+            tf.dispose([...grads.values()]);
+            return tf.scalar(0);
+          });
+          if (!known) peakPerImage.set(net, { perImage: (prof.peakBytes - base) / batch, base });
+          row['train peak MB/img'] = (prof.peakBytes - base) / batch / 2 ** 20;
+          trainMs = await timeMs(async () => {
+            const grads = step();
+            await Promise.all([...grads.values()].map((g) => g.data()));
+            tf.dispose([...grads.values()]);
+          }, runs, 0);
+        }
         const fwd = (batch * 1000) / fwdMs;
-        const train = (batch * 1000) / trainMs;
+        const train = trainMs === null ? null : (batch * 1000) / trainMs;
         const base = PYTORCH_CPU[net];
         Object.assign(row, {
           'forward img/s': fwd,
@@ -73,7 +97,7 @@ export default async function (args: string[]): Promise<void> {
           'forward ratio': base ? fwd / base.forward : null,
           'fwd+bwd img/s': train,
           'PyTorch CPU train img/s': base?.train ?? null,
-          'train ratio': base ? train / base.train : null,
+          'train ratio': base && train !== null ? train / base.train : null,
           'GFLOP/s (fwd)': (2 * s.macs * fwd) / 1e9,
           runs,
         });
@@ -100,6 +124,7 @@ export default async function (args: string[]): Promise<void> {
       `backend ${info.name} (${info.tfBackend}), ${info.threads} thread${info.threads === 1 ? '' : 's'}, ${availableParallelism()} logical cores; median of ${quick ? 2 : '1–2'} timed runs after one warm-up (1 for configurations above 60 GMACs per batch).`,
       'ratio = ours / PyTorch CPU (higher is better; < 1 means slower). The 2 cores were shared with other engineers’ builds and tests during the run, so absolute numbers are contended.',
       'Backbone training on CPU is for small models and tests (see docs/decisions and engine.md); real runs use tfjs-node-gpu.',
+      'Training steps keep every activation until the backward pass (no gradient checkpointing): r18 needs ~240 MB per image, so batch 32 does not fit the 4 GB wasm heap; such rows report the prediction instead of a speed.',
     ],
   });
 }

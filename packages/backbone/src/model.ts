@@ -309,21 +309,23 @@ export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, 
     const [xi, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     // The tidy frees the centred and squared activations at once: tensors made inside a custom op's forward
     // would otherwise live until the enclosing gradient computation ends (activation-sized, per BatchNorm).
-    const [y, xhat, rstd, mean, variance] = tf.tidy(() => {
+    const [y, rstd, mean, variance] = tf.tidy(() => {
       const m = tf.mean(xi, axes);
       const xc = tf.sub(xi, m);
       const v = tf.mean(tf.square(xc), axes);
       const rs = tf.rsqrt(tf.add(v, eps));
-      const xh = tf.mul(xc, rs);
-      return [tf.add(tf.mul(xh, g), b), xh, rs, m, v];
+      return [tf.add(tf.mul(tf.mul(xc, rs), g), b), rs, m, v];
     });
     stats = [tf.keep(mean!), tf.keep(variance!)];
-    save([xhat!, rstd!, g]);
+    // Save the input (alive anyway as the previous op's output) rather than x̂: one activation less per BatchNorm
+    // held until the backward pass; x̂ is recomputed there.
+    save([xi, mean!, rstd!, g]);
     return {
       value: y!,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
         tf.tidy(() => {
-          const [xh, rs, gs] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+          const [xs, ms, rs, gs] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+          const xh = tf.mul(tf.sub(xs, ms), rs);
           const dbeta = tf.sum(dy, axes);
           const dgamma = tf.sum(tf.mul(dy, xh), axes);
           // dx = γ·rstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))
