@@ -68,6 +68,8 @@ export class ClassBank {
   private readonly m: Chunk[] = [];
   private readonly f32 = new Float32Array(0);
   private readonly u32: Uint32Array;
+  private readonly f32m: Float32Array;
+  private readonly u32m: Uint32Array;
   private readonly rowA: Float64Array;
   private readonly rowB: Float64Array;
 
@@ -91,6 +93,8 @@ export class ClassBank {
     }
     this.f32 = new Float32Array(dim);
     this.u32 = new Uint32Array(this.f32.buffer);
+    this.f32m = new Float32Array(dim);
+    this.u32m = new Uint32Array(this.f32m.buffer);
     this.rowA = new Float64Array(dim);
     this.rowB = new Float64Array(dim);
   }
@@ -182,16 +186,20 @@ export class ClassBank {
     const w = this.w[ci]!;
     const m = this.m[ci]!;
     if (w instanceof Uint16Array) {
-      const wr = this.rowA;
-      const mr = this.rowB;
+      // fused decode → update → encode through float32 scratch rows (same rounding as write(): double → float32 → half)
+      const fw = this.f32;
+      const fm = this.f32m;
+      const mh = m as Uint16Array;
       const d = this.dim;
+      const { lr, momentum: mu, weightDecay: wd } = o;
       for (let j = 0; j < d; j++) {
-        wr[j] = HALF_TO_FLOAT[w[base + j]!]!;
-        mr[j] = HALF_TO_FLOAT[(m as Uint16Array)[base + j]!]!;
+        const wj = HALF_TO_FLOAT[w[base + j]!]!;
+        const b = mu * HALF_TO_FLOAT[mh[base + j]!]! + ((grad ? grad[gradOff + j]! : 0) + wd * wj);
+        fm[j] = b;
+        fw[j] = wj - lr * b;
       }
-      sgdLoop(wr, mr, 0, d, grad, gradOff, o.lr, o.momentum, o.weightDecay);
-      this.write(this.w, row, wr, 0);
-      this.write(this.m, row, mr, 0);
+      encodeHalfRow(this.u32, d, w, base);
+      encodeHalfRow(this.u32m, d, mh, base);
     } else if (w instanceof Float32Array) {
       sgdLoop32(w, m as Float32Array, base, this.dim, grad, gradOff, o.lr, o.momentum, o.weightDecay);
     } else {
