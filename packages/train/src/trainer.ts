@@ -75,7 +75,10 @@ export interface TrainResult {
   lrs: number[];
   /** Verification results of rank 0. */
   verification: { name: string; step: number; accuracy: number; accuracyStd: number; xnorm: number }[];
+  /** Seconds per part, summed over this run's steps. */
   timing: StepTiming;
+  /** Seconds per part of every step of this run (index 0 = the first, which includes kernel warm-up). */
+  stepTimings: StepTiming[];
   /** Files written at the end (rank 0). */
   exported: string[];
 }
@@ -303,13 +306,17 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
     lrs: [],
     verification: [],
     timing: { data: 0, backboneForward: 0, head: 0, backboneBackward: 0, communication: 0, optimizer: 0, total: 0 },
+    stepTimings: [],
     exported: [],
   };
   const highest = new Map<string, number>();
+  let current: StepTiming = { ...result.timing };
   const timed = async <T>(key: keyof StepTiming, f: () => Promise<T> | T): Promise<T> => {
     const t0 = performance.now();
     const r = await f();
-    result.timing[key] += (performance.now() - t0) / 1000;
+    const dt = (performance.now() - t0) / 1000;
+    result.timing[key] += dt;
+    current[key] += dt;
     return r;
   };
 
@@ -376,6 +383,7 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
       while (stepInEpoch < counts.stepsPerEpoch) {
         if (globalStep >= maxSteps) break outer;
         const tStep = performance.now();
+        current = { data: 0, backboneForward: 0, head: 0, backboneBackward: 0, communication: 0, optimizer: 0, total: 0 };
         globalStep += 1;
         const { indices, flip } = sampler.batch(epoch, stepInEpoch, rank, worldSize, B);
         const batch = await timed('data', () => data.load(indices, flip));
@@ -449,7 +457,9 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
         stepInEpoch += 1;
         result.losses.push(loss);
         result.lrs.push(lr);
-        result.timing.total += (performance.now() - tStep) / 1000;
+        current.total = (performance.now() - tStep) / 1000;
+        result.timing.total += current.total;
+        result.stepTimings.push(current);
         options.onStep?.({ globalStep, epoch, loss, lr });
         speed?.update(globalStep, epoch, loss, lr);
         if (globalStep % cfg.verbose === 0) runVerification();
