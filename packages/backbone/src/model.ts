@@ -50,6 +50,7 @@ export class Backbone {
   private readonly specs = new Map<string, ParamSpec>();
   private readonly tracked = new Map<string, bigint>();
   private readonly rng: Rng;
+  private uses?: number[];
   private disposed = false;
 
   constructor(config: ResolvedConfig, options: CreateBackboneOptions = {}) {
@@ -105,8 +106,9 @@ export class Backbone {
         details: { actual: x.shape },
       });
     }
-    const dropoutSeed = training ? this.rng.int(0x7fffffff) : 0;
-    return tf.tidy(() => runArch(this.config, this.tfOps(training, dropoutSeed), tf.cast(x, 'float32')) as tf.Tensor2D);
+    if (!training) return tf.tidy(() => runArch(this.config, this.inferenceOps(), { t: tf.cast(x, 'float32'), id: 0 }).t as tf.Tensor2D);
+    const dropoutSeed = this.rng.int(0x7fffffff);
+    return tf.tidy(() => runArch(this.config, this.tfOps(true, dropoutSeed), tf.cast(x, 'float32')) as tf.Tensor2D);
   }
 
   /** The tfjs variable behind a state-dict entry (trainable or not); throws `E_ARGUMENT` for unknown names. */
@@ -188,6 +190,43 @@ export class Backbone {
 
   private assertAlive(): void {
     if (this.disposed) throw new PfcError('E_DISPOSED', 'backbone: the model has been disposed');
+  }
+
+  /**
+   * Inference interpreter that frees each activation as soon as its last consumer has run (a tidy around the whole
+   * forward would hold every activation until the end: r50 at batch 32 would not fit the wasm heap). Consumer
+   * counts come from a dry run of the architecture over value ids, which the real run reproduces in order.
+   */
+  private inferenceOps(): Ops<{ t: tf.Tensor; id: number }> {
+    if (!this.uses) {
+      const uses: number[] = [0];
+      const use = (...ids: number[]) => {
+        for (const i of ids) uses[i]!++;
+        uses.push(0);
+        return uses.length - 1;
+      };
+      runArch<number>(this.config, { conv: (x) => use(x), bn: (x) => use(x), prelu: (x) => use(x), add: (a, b) => use(a, b), flatten: (x) => use(x), dropout: (x) => use(x), linear: (x) => use(x) }, 0);
+      this.uses = uses;
+    }
+    const left = this.uses.slice();
+    let next = 1;
+    const base = this.tfOps(false, 0);
+    type V = { t: tf.Tensor; id: number };
+    const step = (inputs: V[], f: () => tf.Tensor): V => {
+      const t = tf.tidy(f);
+      for (const v of inputs) if (--left[v.id]! === 0 && v.id !== 0) v.t.dispose();
+      return { t, id: next++ };
+    };
+    return {
+      conv: (x, name, c) => step([x], () => base.conv(x.t, name, c)),
+      bn: (x, name, frozen) => step([x], () => base.bn(x.t, name, frozen)),
+      prelu: (x, name) => step([x], () => base.prelu(x.t, name)),
+      add: (a, b) => step([a, b], () => base.add(a.t, b.t)),
+      flatten: (x) => step([x], () => base.flatten(x.t)),
+      // A clone, so that freeing the input does not free the output.
+      dropout: (x) => step([x], () => tf.clone(x.t)),
+      linear: (x, name, out, bias) => step([x], () => base.linear(x.t, name, out, bias)),
+    };
   }
 
   private tfOps(training: boolean, dropoutSeed: number): Ops<tf.Tensor> {
