@@ -7,7 +7,7 @@ import { runLocal } from '@pfc/collective';
 import { resolveConfig } from './config';
 import { ArrayTrainData } from './data';
 import { synthFaces, normalizeImages } from './synth';
-import { trainRank } from './trainer';
+import { backboneFromConfig, trainRank } from './trainer';
 
 beforeAll(() => initBackend({ backend: 'cpu', log: null }));
 
@@ -68,5 +68,24 @@ describe('trainRank', () => {
       message: expect.stringMatching(/at global step 1/),
     });
     expect(readdirSync(out).includes('checkpoints') ? readdirSync(join(out, 'checkpoints')) : []).toEqual([]);
+  });
+
+  it('gradient_acc = 2: the backbone steps on every second micro-batch only, the schedule on every one', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'pfc-train-'));
+    const cfg = tiny(out, { gradient_acc: 2, num_epoch: 1 });
+    const backbone = backboneFromConfig(cfg);
+    const v = backbone.trainableVariables[0]!.variable;
+    const snaps: number[][] = [Array.from(v.dataSync().slice(0, 4))];
+    const [res] = await runLocal(1, (comm) =>
+      trainRank(comm, { config: cfg, data: tinyData(), backbone, log: null, exportModel: false, onStep: () => snaps.push(Array.from(v.dataSync().slice(0, 4))) }),
+    );
+    expect(res!.globalStep).toBe(12);
+    for (let s = 1; s <= 12; s++) {
+      const changed = snaps[s]!.some((x, i) => x !== snaps[s - 1]![i]);
+      expect([s, changed]).toEqual([s, s % 2 === 0]);
+    }
+    // PolynomialLRWarmup steps per micro-batch: lr(t) = base·(1 − t/T) with T = 12.
+    res!.lrs.forEach((lr, t) => expect(lr).toBeCloseTo(t === 0 ? 0.05 : 0.05 * (1 - t / 12), 10));
+    backbone.dispose();
   });
 });
