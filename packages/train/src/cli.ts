@@ -22,7 +22,7 @@ export function createProgram(out: (s: string) => void = (s) => process.stdout.w
     .description('Data-parallel Partial FC face-recognition training (the reference arcface_torch train_v2.py).')
     .requiredOption('-c, --config <file>', 'config file: .json, or a .ts/.js module whose default export is the config (reference field names)')
     .option('--resume', 'continue from <output>/checkpoints/latest (another world size re-shards the bank)')
-    .option('--backend <backend>', 'how ranks run: threads | local | mpi', 'threads')
+    .option('--backend <backend>', 'how ranks run: threads | local | mpi | nccl (mpi/nccl: one rank per process under mpirun)', 'threads')
     .option('--world-size <n>', 'number of data-parallel ranks (threads/local)', int('--world-size'), 1)
     .option('--tensor-backend <name>', 'tensor backend per rank: tensorflow-gpu | tensorflow | wasm | cpu (default: best available)')
     .option('--rec <dir>', 'override the config field rec')

@@ -1,13 +1,14 @@
 import { join } from 'node:path';
 import { PfcError } from '@pfc/core';
-import { runLocal, runThreads } from '@pfc/collective';
-import * as collective from '@pfc/collective';
-import type { Communicator } from '@pfc/collective';
+import { runLocal, runRank, runThreads } from '@pfc/collective';
 import { trainThreadRank, type RankArgs } from './rank-entry';
 import type { TrainResult } from './trainer';
 
-/** How ranks are started: worker threads (one core each), in-thread tasks, or MPI processes (`mpirun`). */
-export type LaunchBackend = 'threads' | 'local' | 'mpi';
+/**
+ * How ranks are started: worker threads (one core each), in-thread tasks, or one rank per process started by
+ * `mpirun` (`mpi`: MPI collectives; `nccl`: NCCL collectives bootstrapped over MPI).
+ */
+export type LaunchBackend = 'threads' | 'local' | 'mpi' | 'nccl';
 
 /** Options of {@link launchTraining}. */
 export interface LaunchOptions extends Omit<RankArgs, 'config'> {
@@ -27,8 +28,8 @@ function entryModule(): string {
 /**
  * Trains with `worldSize` data-parallel ranks and returns each rank's {@link TrainResult} (rank order; with MPI only
  * this process's). `threads` gives each rank its own worker thread and tensor engine, so ranks use separate cores;
- * `local` runs them as tasks of this thread (one engine, for tests); `mpi` uses `@pfc/collective`'s
- * `communicatorFromEnv` inside a process started by `mpirun`.
+ * `local` runs them as tasks of this thread (one engine, for tests); `mpi`/`nccl` make this process one rank of a job
+ * started by `mpirun` (`@pfc/collective`'s `runRank`).
  */
 export async function launchTraining(args: RankArgs, options: LaunchOptions = {}): Promise<TrainResult[]> {
   const { worldSize = 1, backend = 'threads', timeoutMs = 30 * 60_000, ...rest } = options;
@@ -41,18 +42,18 @@ export async function launchTraining(args: RankArgs, options: LaunchOptions = {}
       return runLocal(worldSize, (comm) => trainThreadRank(comm, rankArgs), { timeoutMs });
     case 'threads':
       return runThreads<TrainResult, RankArgs>(worldSize, { module: entryModule(), export: 'trainThreadRank', args: rankArgs, timeoutMs });
-    case 'mpi': {
-      const fromEnv = (collective as unknown as Record<string, unknown>).communicatorFromEnv;
-      if (typeof fromEnv !== 'function') throw new PfcError('E_BACKEND_UNAVAILABLE', 'launchTraining: this @pfc/collective has no communicatorFromEnv (MPI)');
-      const comm = (await (fromEnv as () => Promise<Communicator> | Communicator)()) as Communicator;
-      try {
-        return [await trainThreadRank(comm, rankArgs)];
-      } finally {
-        await comm.close();
-      }
-    }
+    case 'mpi':
+    case 'nccl':
+      // One rank per process; a failing rank aborts the whole job instead of leaving the others waiting.
+      return [
+        await runRank((comm) => trainThreadRank(comm, rankArgs), {
+          backend,
+          timeoutMs,
+          onError: (err) => process.stderr.write(`pfc-train rank failed: ${err instanceof Error ? err.message : String(err)}\n`),
+        }),
+      ];
     default:
-      throw new PfcError('E_ARGUMENT', `launchTraining: option 'backend' must be 'threads', 'local' or 'mpi', got ${JSON.stringify(backend)}`);
+      throw new PfcError('E_ARGUMENT', `launchTraining: option 'backend' must be 'threads', 'local', 'mpi' or 'nccl', got ${JSON.stringify(backend)}`);
   }
 }
 
