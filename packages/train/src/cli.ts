@@ -60,7 +60,9 @@ epoch and every checkpoint_steps; 'latest' names the newest complete one), model
       if (opts.output) overrides.output = opts.output;
       if (opts.resume) overrides.resume = true;
       const config = loadConfig(opts.config as string, overrides);
-      if (!opts.quiet) out(`${formatConfig(config).join('\n')}\n`);
+      // Under mpirun every process runs this; only the first lists the config.
+      const launchRank = Number(process.env.OMPI_COMM_WORLD_RANK ?? process.env.PMI_RANK ?? 0);
+      if (!opts.quiet && launchRank === 0) out(`${formatConfig(config).join('\n')}\n`);
       const hang = process.env.PFC_TRAIN_HANG_IN_CHECKPOINT;
       const results = await launchTraining(
         {
@@ -73,7 +75,7 @@ epoch and every checkpoint_steps; 'latest' names the newest complete one), model
         { worldSize: opts.worldSize as number, backend: opts.backend as LaunchBackend },
       );
       const r = results[0]!;
-      if (!opts.quiet) out(`finished at global step ${r.globalStep} (started at ${r.startStep}); outputs in ${config.output}\n`);
+      if (!opts.quiet && r.rank === 0) out(`finished at global step ${r.globalStep} (started at ${r.startStep}); outputs in ${config.output}\n`);
     });
   return program;
 }
