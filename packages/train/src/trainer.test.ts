@@ -88,4 +88,12 @@ describe('trainRank', () => {
     res!.lrs.forEach((lr, t) => expect(lr).toBeCloseTo(t === 0 ? 0.05 : 0.05 * (1 - t / 12), 10));
     backbone.dispose();
   });
+
+  it('rejects a dense bank update with the builtin head', async () => {
+    const cfg = tiny(mkdtempSync(join(tmpdir(), 'pfc-train-')), { gradient_acc: 2, pfc_update: 'dense' });
+    await expect(runLocal(1, (comm) => trainRank(comm, { config: cfg, data: tinyData(), log: null }))).rejects.toMatchObject({
+      code: 'E_CONFIG',
+      message: expect.stringMatching(/'pfc_update' must be 'sparse' with the builtin head/),
+    });
+  });
 });

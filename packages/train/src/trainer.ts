@@ -196,6 +196,11 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
   const backbone = options.backbone ?? backboneFromConfig(cfg);
   const S = backbone.inputShape[0];
   if (S !== data.imageSize) throw new PfcError('E_CONFIG', `config: field 'image_size' is ${S} for the backbone but the data has ${data.imageSize}-pixel images`);
+  if (!options.head && (cfg.pfc_head === 'builtin' || cfg.gradient_acc > 1) && cfg.pfc_update === 'dense') {
+    throw new PfcError('E_CONFIG', "config: field 'pfc_update' must be 'sparse' with the builtin head (pfc_head 'builtin' or gradient_acc > 1), got 'dense'", {
+      details: { field: 'pfc_update' },
+    });
+  }
   const head =
     options.head ??
     (cfg.pfc_head === 'partial-fc' && cfg.gradient_acc === 1 ? new PartialFCHead(comm, cfg, backbone.embeddingSize) : null) ??
