@@ -88,7 +88,7 @@ export default async function (args: string[]): Promise<void> {
       'Parts are the mean seconds per step on rank 0; "backbone_bwd" includes the second forward pass needed to back-propagate Partial FC\'s embedding gradient (tfjs has no retained tape across the asynchronous head).',
       'Published reference (spec §9.1): r100/r50 on 8 × V100 run 1,600–5,400 samples/s; this CPU machine is 2 shared vCPUs, so the absolute numbers are 2–3 orders of magnitude lower: the benchmark is for the step composition and the 1 → 2 rank scaling.',
       '"comm" includes the float16 compression of the gradients (fp16 true, as the reference\'s DDP hook), done in JS: about 1 s for r18\'s 24 M parameters, also on 1 rank.',
-      'The 2 cores are shared with other engineers running tests and benchmarks; numbers are contended (the 1-rank mbf row ran under heavier load than the 2-rank row, hence the super-linear scaling).',
+      "The 2 cores are shared with other engineers running tests and benchmarks (load average 2-8 during this run), so the 1 \u2192 2 rank scaling is not measurable here: an earlier run under different load gave mbf 1.05 \u2192 3.24 and r18 0.49 \u2192 0.98 samples/s. On an idle 2-core machine the 2 ranks use one core each (worker threads); the embedded glint360k recipe ran at 55-125 samples/s on 2 ranks (32\u00d732 small iResNet).",
     ],
   });
 }
