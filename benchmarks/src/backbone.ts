@@ -124,7 +124,7 @@ export default async function (args: string[]): Promise<void> {
       `backend ${info.name} (${info.tfBackend}), ${info.threads} thread${info.threads === 1 ? '' : 's'}, ${availableParallelism()} logical cores; median of ${quick ? 2 : '1–2'} timed runs after one warm-up (1 for configurations above 60 GMACs per batch).`,
       'ratio = ours / PyTorch CPU (higher is better; < 1 means slower). The 2 cores were shared with other engineers’ builds and tests during the run, so absolute numbers are contended.',
       'Backbone training on CPU is for small models and tests (see docs/decisions and engine.md); real runs use tfjs-node-gpu.',
-      'Training steps keep every activation until the backward pass (no gradient checkpointing): r18 needs ~240 MB per image, so batch 32 does not fit the 4 GB wasm heap; such rows report the prediction instead of a speed.',
+      `Training steps keep every activation until the backward pass (no gradient checkpointing): measured peak ${[...peakPerImage].map(([n, p]) => `${n} ${(p.perImage / 2 ** 20).toFixed(0)} MB`).join(', ')} per image, so steps predicted above 3.5 GB are not attempted on the 4 GB wasm heap (the row says so instead of a speed). Inference frees activations as it goes and runs at any of these batches.`,
     ],
   });
 }
