@@ -50,8 +50,17 @@ export interface PartialFCOptions {
 
 /** Per-step options of {@link PartialFC.forwardBackward}. */
 export interface StepOptions {
-  /** Apply one SGD step to the bank with this learning rate after the gradients are computed. */
+  /**
+   * Apply one SGD step to the bank with this learning rate after the gradients are computed. Gradients accumulated
+   * by earlier `accumulate` calls are added to this call's and applied with it (the end of an accumulation window).
+   */
   lr?: number;
+  /**
+   * Without `lr`: add this step's gradient of the sampled centers to the bank's accumulated gradient instead of
+   * discarding it; {@link PartialFC.applyUpdate} applies the sum (gradient accumulation over micro-batches).
+   * Ignored with `lr` (that call accumulates and applies). Default false.
+   */
+  accumulate?: boolean;
   /** Injected uniform sampling keys of this rank (numLocal values, e.g. a vector's `rand_perm_r{r}.npy`). */
   keys?: ArrayLike<number>;
   /** Forced sampled set: global class ids (the vectors' `sample_index`). Every positive must be in it. */
@@ -120,6 +129,9 @@ export class PartialFC {
   private readonly matmul: MatmulFn;
   private readonly blockRows: number;
   private keyScratch: Float64Array<ArrayBufferLike> | null = null;
+  /** Accumulated gradient per local row (float64, [D] each), rows in insertion order. */
+  private readonly accumulated = new Map<number, Float64Array>();
+  private readonly spareRows: Float64Array[] = [];
   private selectScratch: Float64Array<ArrayBufferLike> | null = null;
 
   constructor(options: PartialFCOptions) {
@@ -225,9 +237,70 @@ export class PartialFC {
     return saveBank(this, dir);
   }
 
-  /** Loads a bank saved by {@link PartialFC.save} with any world size (`E_CHECKPOINT` on a shape mismatch). */
-  load(dir: string): Promise<BankManifest> {
-    return loadBank(this, dir);
+  /**
+   * Loads a bank saved by {@link PartialFC.save} with any world size (`E_CHECKPOINT` on a shape mismatch). The
+   * accumulated gradient is not part of a checkpoint (save at update boundaries); loading drops it.
+   */
+  async load(dir: string): Promise<BankManifest> {
+    const manifest = await loadBank(this, dir);
+    this.clearAccumulated();
+    return manifest;
+  }
+
+  /** Number of this rank's rows holding an accumulated gradient (the union of the rows sampled since the last update). */
+  get accumulatedRows(): number {
+    return this.accumulated.size;
+  }
+
+  /**
+   * The accumulated gradient of this rank's shard, float64 [numLocal, D] (zeros for rows never sampled since the
+   * last update; a copy).
+   */
+  getAccumulatedGradient(): Float64Array {
+    const d = this.embeddingSize;
+    const out = new Float64Array(this.numLocal * d);
+    for (const [row, g] of this.accumulated) out.set(g, row * d);
+    return out;
+  }
+
+  /** Drops the accumulated gradient without applying it. */
+  clearAccumulated(): void {
+    for (const g of this.accumulated.values()) this.spareRows.push(g);
+    this.accumulated.clear();
+  }
+
+  private accumulateRow(row: number, src: Float64Array, off: number): void {
+    const d = this.embeddingSize;
+    let g = this.accumulated.get(row);
+    if (!g) {
+      g = this.spareRows.pop() ?? new Float64Array(d);
+      g.set(src.subarray(off, off + d));
+      this.accumulated.set(row, g);
+      return;
+    }
+    for (let j = 0; j < d; j++) g[j] = g[j]! + src[off + j]!;
+  }
+
+  /**
+   * Applies the gradient accumulated by `forwardBackward(…, { accumulate: true })` with one PyTorch SGD step
+   * (`g = Σ grads + wd·w; buf = μ·buf + g; w -= lr·buf`) and clears it; `stepCount` increases by one. `sparse`: only
+   * rows with an accumulated gradient (the union of the sampled sets) move; `dense`: every row of the shard moves
+   * (zero gradient for the others, as the reference V2's full-matrix optimizer). Local (no collective).
+   * @param lr learning rate, finite and >= 0
+   * @param options.update bank update semantics for this step (default: the constructor's `update`)
+   */
+  applyUpdate(lr: number, options: { update?: 'sparse' | 'dense' } = {}): void {
+    assertArg(Number.isFinite(lr) && lr >= 0, 'PartialFC.applyUpdate', 'lr', lr, 'a finite number >= 0');
+    const update = options.update ?? this.update;
+    assertArg(update === 'sparse' || update === 'dense', 'PartialFC.applyUpdate', 'update', update, "'sparse' or 'dense'");
+    const sgd: SgdOptions = { lr, momentum: this.momentum, weightDecay: this.weightDecay };
+    if (update === 'dense') {
+      for (let r = 0; r < this.numLocal; r++) this.bank.sgdRow(r, this.accumulated.get(r) ?? null, 0, sgd);
+    } else {
+      for (const [row, g] of this.accumulated) this.bank.sgdRow(row, g, 0, sgd);
+    }
+    this.clearAccumulated();
+    this.stepCount++;
   }
 
   /** Exchanges batch sizes and the first bad label / non-finite value of every rank; throws the same error on all. */
@@ -318,6 +391,8 @@ export class PartialFC {
     const f64 = this.dtype === 'float64';
     const F = f64 ? Float64Array : Float32Array;
     if (options.lr !== undefined) assertArg(Number.isFinite(options.lr) && options.lr >= 0, 'PartialFC.forwardBackward', 'lr', options.lr, 'a finite number >= 0');
+    const update = options.update ?? this.update;
+    assertArg(update === 'sparse' || update === 'dense', 'PartialFC.forwardBackward', 'update', update, "'sparse' or 'dense'");
     const B = await this.validate(embeddings, labels);
     const N = B * W;
 
@@ -424,7 +499,10 @@ export class PartialFC {
     const invS = new Float64Array(N);
     for (let n = 0; n < N; n++) invS[n] = 1 / sums[n]!;
     const gradWeight = options.returnGradWeight ? new F(K * d) : undefined;
-    const sgd: SgdOptions | null = options.lr !== undefined ? { lr: options.lr, momentum: this.momentum, weightDecay: this.weightDecay } : null;
+    // with gradients accumulated by earlier calls, this call's joins them and applyUpdate applies the sum
+    const pending = options.lr !== undefined && this.accumulated.size > 0;
+    const accumulate = pending || (options.lr === undefined && options.accumulate === true);
+    const sgd: SgdOptions | null = options.lr !== undefined && !pending ? { lr: options.lr, momentum: this.momentum, weightDecay: this.weightDecay } : null;
     const dW = new Float64Array(Math.min(K, blockRows) * d);
     for (let k0 = 0; k0 < K; k0 += blockRows) {
       const kb = Math.min(blockRows, K - k0);
@@ -463,9 +541,10 @@ export class PartialFC {
       }
       if (gradWeight) gradWeight.set(dW.subarray(0, kb * d), k0 * d);
       if (sgd) for (let k = 0; k < kb; k++) this.bank.sgdRow(rowOf(k0 + k), dW, k * d, sgd);
+      else if (accumulate) for (let k = 0; k < kb; k++) this.accumulateRow(rowOf(k0 + k), dW, k * d);
     }
     if (sgd) {
-      if ((options.update ?? this.update) === 'dense' && index) {
+      if (update === 'dense' && index) {
         let next = 0;
         for (let r = 0; r < this.numLocal; r++) {
           if (next < index.length && index[next] === r) next++;
@@ -474,6 +553,7 @@ export class PartialFC {
       }
       this.stepCount++;
     }
+    if (pending) this.applyUpdate(options.lr!, { update });
 
     // each rank receives the sum over ranks of the gradient of its own rows, then back through its normalisation
     const dEnF = await comm.reduceScatter(transpose(F.from(dEnT) as FloatArray, d, N), 'sum', new Array<number>(W).fill(B * d));
