@@ -84,8 +84,6 @@ export interface TrainConfig {
    * O(sampled) per step) or `dense` (the reference V2: weight decay and momentum move every row every step).
    */
   pfc_update: 'sparse' | 'dense';
-  /** Head implementation: `partial-fc` (`@pfc/partial-fc`) or `builtin` (this package's, supports `gradient_acc` > 1). */
-  pfc_head: 'partial-fc' | 'builtin';
 }
 
 /** The reference's `configs/base.py` defaults plus ours for the extension fields. */
@@ -126,7 +124,6 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   clip_grad_norm: 5,
   random_flip: true,
   pfc_update: 'sparse' as const,
-  pfc_head: 'partial-fc' as const,
 });
 
 /** Keys of the reference's base config that are accepted but have no effect here (W&B, DALI internals). */
@@ -170,7 +167,6 @@ const KINDS: Record<keyof TrainConfig, Kind> = {
   clip_grad_norm: 'number',
   random_flip: 'bool',
   pfc_update: 'enum',
-  pfc_head: 'enum',
 };
 
 const EXPECTED: Record<Kind, string> = {
@@ -196,7 +192,6 @@ function configError(field: string, expected: string, actual: unknown, origin: s
 const ENUMS: Partial<Record<keyof TrainConfig, readonly string[]>> = {
   optimizer: ['sgd', 'adamw'],
   pfc_update: ['sparse', 'dense'],
-  pfc_head: ['partial-fc', 'builtin'],
 };
 
 function checkKind(kind: Kind, v: unknown, field: keyof TrainConfig): boolean {

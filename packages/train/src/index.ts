@@ -13,8 +13,6 @@ export { trainRank, backboneSpec, backboneFromConfig, embedImages, flipImages, v
 export type { TrainRankOptions, TrainResult, StepTiming, VerificationSet } from './trainer';
 export { ArrayTrainData, RecordTrainData, GlobalBatchSampler } from './data';
 export type { TrainData } from './data';
-export { BuiltinPartialFC, shardRange } from './head';
-export type { TrainHead, BuiltinPartialFCOptions } from './head';
 export { CheckpointManager, checkpointName } from './checkpoint';
 export type { CheckpointState } from './checkpoint';
 export { SpeedLogger, AverageMeter } from './logging';
@@ -31,3 +29,4 @@ export { loadVerificationSet } from './verification';
 export { runRecipe, recipeMain, syntheticConfig, DEFAULT_SYNTHETIC } from './recipe';
 export type { RecipeOptions, RecipeResult, SyntheticScale } from './recipe';
 export { PartialFCHead } from './pfc-head';
+export type { TrainHead } from './pfc-head';

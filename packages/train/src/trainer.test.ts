@@ -6,6 +6,7 @@ import { initBackend } from '@pfc/core';
 import { runLocal } from '@pfc/collective';
 import { resolveConfig } from './config';
 import { ArrayTrainData } from './data';
+import { PartialFCHead } from './pfc-head';
 import { synthFaces, normalizeImages } from './synth';
 import { backboneFromConfig, trainRank } from './trainer';
 
@@ -32,9 +33,9 @@ function tiny(output: string, extra: Record<string, unknown> = {}) {
   });
 }
 
-function tinyData() {
-  const s = synthFaces({ numIdentities: 6, imagesPerIdentity: 8, size: 16, seed: 1 });
-  return new ArrayTrainData(normalizeImages(s.images), s.labels, 16, 6);
+function tinyData(numIdentities = 6, imagesPerIdentity = 8) {
+  const s = synthFaces({ numIdentities, imagesPerIdentity, size: 16, seed: 1 });
+  return new ArrayTrainData(normalizeImages(s.images), s.labels, 16, numIdentities);
 }
 
 describe('trainRank', () => {
@@ -70,30 +71,49 @@ describe('trainRank', () => {
     expect(readdirSync(out).includes('checkpoints') ? readdirSync(join(out, 'checkpoints')) : []).toEqual([]);
   });
 
-  it('gradient_acc = 2: the backbone steps on every second micro-batch only, the schedule on every one', async () => {
+  it.each(['sparse', 'dense'] as const)('gradient_acc = 2, pfc_update %s: backbone and bank step on every second micro-batch only, the schedule on every one', async (update) => {
     const out = mkdtempSync(join(tmpdir(), 'pfc-train-'));
-    const cfg = tiny(out, { gradient_acc: 2, num_epoch: 1 });
+    const cfg = tiny(out, { gradient_acc: 2, num_epoch: 1, pfc_update: update, num_classes: 24, sample_rate: 0.25 });
     const backbone = backboneFromConfig(cfg);
     const v = backbone.trainableVariables[0]!.variable;
     const snaps: number[][] = [Array.from(v.dataSync().slice(0, 4))];
-    const [res] = await runLocal(1, (comm) =>
-      trainRank(comm, { config: cfg, data: tinyData(), backbone, log: null, exportModel: false, onStep: () => snaps.push(Array.from(v.dataSync().slice(0, 4))) }),
-    );
+    let head: PartialFCHead | undefined;
+    const banks: Float64Array[] = [];
+    const accumulated: number[] = [];
+    const [res] = await runLocal(1, (comm) => {
+      head = new PartialFCHead(comm, cfg, backbone.embeddingSize);
+      banks.push(head.pfc.getWeights());
+      return trainRank(comm, {
+        config: cfg,
+        data: tinyData(24, 2),
+        backbone,
+        head,
+        log: null,
+        exportModel: false,
+        onStep: () => {
+          snaps.push(Array.from(v.dataSync().slice(0, 4)));
+          banks.push(head!.pfc.getWeights());
+          accumulated.push(head!.pfc.accumulatedRows);
+        },
+      });
+    });
     expect(res!.globalStep).toBe(12);
+    const rowsMoved = (a: Float64Array, b: Float64Array) => {
+      let n = 0;
+      for (let r = 0; r < 24; r++) if (a.subarray(r * 8, r * 8 + 8).some((x, j) => x !== b[r * 8 + j])) n++;
+      return n;
+    };
     for (let s = 1; s <= 12; s++) {
       const changed = snaps[s]!.some((x, i) => x !== snaps[s - 1]![i]);
-      expect([s, changed]).toEqual([s, s % 2 === 0]);
+      const moved = rowsMoved(banks[s]!, banks[s - 1]!);
+      // each micro-batch samples numSample = 6 of 24 rows (its ≤ 4 positives included), so a sparse update moves the
+      // union of two sampled sets (6..12 rows, never the other 12+); dense moves all 24
+      const expectedMoved = s % 2 === 1 ? 0 : update === 'dense' ? 24 : moved >= 6 && moved <= 12 ? moved : -1;
+      expect([s, changed, moved, accumulated[s - 1]! > 0]).toEqual([s, s % 2 === 0, expectedMoved, s % 2 === 1]);
     }
+    expect(head!.pfc.stepCount).toBe(6);
     // PolynomialLRWarmup steps per micro-batch: lr(t) = base·(1 − t/T) with T = 12.
     res!.lrs.forEach((lr, t) => expect(lr).toBeCloseTo(t === 0 ? 0.05 : 0.05 * (1 - t / 12), 10));
     backbone.dispose();
-  });
-
-  it('rejects a dense bank update with the builtin head', async () => {
-    const cfg = tiny(mkdtempSync(join(tmpdir(), 'pfc-train-')), { gradient_acc: 2, pfc_update: 'dense' });
-    await expect(runLocal(1, (comm) => trainRank(comm, { config: cfg, data: tinyData(), log: null }))).rejects.toMatchObject({
-      code: 'E_CONFIG',
-      message: expect.stringMatching(/'pfc_update' must be 'sparse' with the builtin head/),
-    });
   });
 });

@@ -8,9 +8,8 @@ import { evaluateVerification } from '@pfc/eval';
 import { CheckpointManager, type CheckpointState } from './checkpoint';
 import type { TrainConfig } from './config';
 import { GlobalBatchSampler, RecordTrainData, type TrainData } from './data';
-import { BuiltinPartialFC, type TrainHead } from './head';
 import { SpeedLogger } from './logging';
-import { PartialFCHead } from './pfc-head';
+import { PartialFCHead, type TrainHead } from './pfc-head';
 import { AdamW, Sgd, clipGradNorm, type HostOptimizer, type OptimizerState } from './optim';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors';
 import { PolynomialLRWarmup, stepCounts } from './schedule';
@@ -41,7 +40,7 @@ export interface TrainRankOptions {
   data?: TrainData;
   /** Backbone (default: `backboneFromConfig(config)`, identically seeded on every rank). */
   backbone?: Backbone;
-  /** Partial FC head of this rank (default: {@link BuiltinPartialFC}). */
+  /** Partial FC head of this rank (default: {@link PartialFCHead} over `@pfc/partial-fc`, from the config). */
   head?: TrainHead;
   /** Verification sets evaluated by rank 0 every `verbose` steps and at the end. */
   verification?: VerificationSet[];
@@ -196,24 +195,7 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
   const backbone = options.backbone ?? backboneFromConfig(cfg);
   const S = backbone.inputShape[0];
   if (S !== data.imageSize) throw new PfcError('E_CONFIG', `config: field 'image_size' is ${S} for the backbone but the data has ${data.imageSize}-pixel images`);
-  if (!options.head && (cfg.pfc_head === 'builtin' || cfg.gradient_acc > 1) && cfg.pfc_update === 'dense') {
-    throw new PfcError('E_CONFIG', "config: field 'pfc_update' must be 'sparse' with the builtin head (pfc_head 'builtin' or gradient_acc > 1), got 'dense'", {
-      details: { field: 'pfc_update' },
-    });
-  }
-  const head =
-    options.head ??
-    (cfg.pfc_head === 'partial-fc' && cfg.gradient_acc === 1 ? new PartialFCHead(comm, cfg, backbone.embeddingSize) : null) ??
-    new BuiltinPartialFC(comm, {
-      numClasses: cfg.num_classes,
-      embeddingSize: backbone.embeddingSize,
-      sampleRate: cfg.sample_rate,
-      margin: cfg.margin_list,
-      interclassFilteringThreshold: cfg.interclass_filtering_threshold,
-      momentum: cfg.momentum,
-      weightDecay: cfg.weight_decay,
-      seed: cfg.seed,
-    });
+  const head = options.head ?? new PartialFCHead(comm, cfg, backbone.embeddingSize);
   const B = cfg.batch_size;
   const counts = stepCounts({ numImage: cfg.num_image, batchSize: B, worldSize, numEpoch: cfg.num_epoch, warmupEpoch: cfg.warmup_epoch });
   if (cfg.num_image > data.numImages) {
