@@ -2,7 +2,6 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CheckpointManager, checkpointName, type CheckpointState } from './checkpoint';
-import { readSafetensors, writeSafetensors } from './safetensors';
 
 const state = (step: number): CheckpointState => ({
   format: 'pfc-train-checkpoint',
@@ -50,34 +49,5 @@ describe('CheckpointManager', () => {
     mkdirSync(join(root, 'x'));
     writeFileSync(join(root, 'x', 'state.json'), JSON.stringify({ format: 'other' }));
     expect(() => m.readState(join(root, 'x'))).toThrow(/not a pfc-train checkpoint/);
-  });
-});
-
-describe('safetensors', () => {
-  it('round-trips F32 and I64 with metadata, names sorted, header 8-byte aligned', () => {
-    const f = join(mkdtempSync(join(tmpdir(), 'pfc-st-')), 'a.safetensors');
-    writeSafetensors(
-      f,
-      new Map([
-        ['b.weight', { dtype: 'float32', shape: [2, 2], data: Float32Array.of(1, 2, 3, 4) }],
-        ['a.num', { dtype: 'int64', shape: [], data: BigInt64Array.of(7n) }],
-      ]),
-      { format: 'pt' },
-    );
-    const bytes = readFileSync(f);
-    const n = Number(bytes.readBigUInt64LE(0));
-    expect((8 + n) % 8).toBe(0);
-    const header = JSON.parse(bytes.subarray(8, 8 + n).toString());
-    expect(Object.keys(header)).toEqual(['__metadata__', 'a.num', 'b.weight']);
-    expect(header['a.num']).toEqual({ dtype: 'I64', shape: [], data_offsets: [0, 8] });
-    const r = readSafetensors(f);
-    expect(Array.from(r.tensors.get('b.weight')!.data as Float32Array)).toEqual([1, 2, 3, 4]);
-    expect(r.tensors.get('a.num')!.data[0]).toBe(7n);
-    expect(r.metadata.format).toBe('pt');
-  });
-  it('names the file and the problem of a damaged file', () => {
-    const f = join(mkdtempSync(join(tmpdir(), 'pfc-st-')), 'bad.safetensors');
-    writeFileSync(f, Buffer.from([200, 0, 0, 0, 0, 0, 0, 0, 123]));
-    expect(() => readSafetensors(f)).toThrow(/bad.safetensors: header length 200 runs past the end/);
   });
 });

@@ -6,9 +6,8 @@ import { ARCFACE_TEMPLATE, evaluateIjb, functionEmbedder, writeIjbProtocol, writ
 import { resolveConfig, type TrainConfig } from './config';
 import { launchTraining, type LaunchBackend } from './launch';
 import { backboneFromConfig, embedImages, verify, type TrainResult } from './trainer';
-import { readSafetensors } from './safetensors';
 import { loadVerificationSet } from './verification';
-import type { StateDict } from '@pfc/backbone';
+import { readSafetensors } from '@pfc/backbone';
 
 /** Size of the embedded synthetic run. */
 export interface SyntheticScale {
@@ -200,7 +199,7 @@ export async function runRecipe(name: string, recipe: Record<string, unknown>, o
   const results = await launchTraining({ config, tensorBackend }, { worldSize, backend: options.backend ?? 'threads' });
   // Evaluate the exported model in this thread.
   const backbone = backboneFromConfig(config);
-  backbone.loadStateDict(readSafetensors(join(config.output!, 'model.safetensors')).tensors as StateDict);
+  backbone.loadStateDict(readSafetensors(join(config.output!, 'model.safetensors')).tensors);
   const verification: RecipeResult['verification'] = [];
   for (const n of config.val_targets) {
     const f = join(config.rec, `${n}.bin`);

@@ -7,7 +7,7 @@ import { runLocal } from '@pfc/collective';
 import { resolveConfig } from './config';
 import { ArrayTrainData } from './data';
 import { PartialFCHead } from './pfc-head';
-import { synthFaces, normalizeImages } from './synth';
+import { synthIdentityImage, synthIdentitySeed, writeNormalized } from '@pfc/data';
 import { backboneFromConfig, trainRank } from './trainer';
 
 beforeAll(() => initBackend({ backend: 'cpu', log: null }));
@@ -33,9 +33,21 @@ function tiny(output: string, extra: Record<string, unknown> = {}) {
   });
 }
 
+/** @pfc/data's synthetic identities (16 px), identity-major, as NHWC float32 in [-1, 1]. */
+function tinyImages(numIdentities: number, imagesPerIdentity: number): { images: Float32Array; labels: Int32Array } {
+  const n = numIdentities * imagesPerIdentity;
+  const images = new Float32Array(n * 16 * 16 * 3);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    labels[i] = Math.floor(i / imagesPerIdentity);
+    writeNormalized(images, i, synthIdentityImage(synthIdentitySeed(1, labels[i]!), i % imagesPerIdentity, { size: 16, grid: 3, maxShift: 1 }), false);
+  }
+  return { images, labels };
+}
+
 function tinyData(numIdentities = 6, imagesPerIdentity = 8) {
-  const s = synthFaces({ numIdentities, imagesPerIdentity, size: 16, seed: 1 });
-  return new ArrayTrainData(normalizeImages(s.images), s.labels, 16, numIdentities);
+  const s = tinyImages(numIdentities, imagesPerIdentity);
+  return new ArrayTrainData(s.images, s.labels, 16, numIdentities);
 }
 
 describe('trainRank', () => {
@@ -60,8 +72,8 @@ describe('trainRank', () => {
   it('stops with E_NON_FINITE naming the step, writing no checkpoint', async () => {
     const out = mkdtempSync(join(tmpdir(), 'pfc-train-'));
     const cfg = tiny(out);
-    const s = synthFaces({ numIdentities: 6, imagesPerIdentity: 8, size: 16, seed: 1 });
-    const imgs = normalizeImages(s.images);
+    const s = tinyImages(6, 8);
+    const imgs = s.images;
     const data = new ArrayTrainData(imgs, s.labels, 16, 6);
     imgs.fill(NaN);
     await expect(runLocal(1, (comm) => trainRank(comm, { config: cfg, data, log: null }))).rejects.toMatchObject({

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { PfcError, float32ToFloat16, float16ToFloat32 } from '@pfc/core';
 import type { Communicator } from '@pfc/collective';
-import { backwardFromEmbeddings, createBackbone, saveOnnx, saveSafetensors, type Backbone, type BackboneConfig, type StateDict } from '@pfc/backbone';
+import { backwardFromEmbeddings, createBackbone, readSafetensors, saveOnnx, saveSafetensors, writeSafetensors, type Backbone, type BackboneConfig, type StateDict } from '@pfc/backbone';
 import { evaluateVerification } from '@pfc/eval';
 import { CheckpointManager, type CheckpointState } from './checkpoint';
 import type { TrainConfig } from './config';
@@ -11,7 +11,6 @@ import { GlobalBatchSampler, RecordTrainData, type TrainData } from './data';
 import { SpeedLogger } from './logging';
 import { PartialFCHead, type TrainHead } from './pfc-head';
 import { AdamW, Sgd, clipGradNorm, type HostOptimizer, type OptimizerState } from './optim';
-import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors';
 import { PolynomialLRWarmup, stepCounts } from './schedule';
 import { SummaryWriter } from './tensorboard';
 
@@ -108,10 +107,6 @@ export function backboneSpec(cfg: TrainConfig): BackboneConfig {
 /** Creates the config's backbone with the run's seed (identical on every rank). */
 export function backboneFromConfig(cfg: TrainConfig): Backbone {
   return createBackbone(backboneSpec(cfg), { seed: cfg.seed });
-}
-
-function stateDictToTensors(sd: StateDict): Map<string, NamedTensor> {
-  return new Map([...sd].map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape, data: v.data }]));
 }
 
 /**
@@ -253,7 +248,7 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
       }
       const own = join(dir, `backbone.rank${rank}.safetensors`);
       const sd = readSafetensors(existsSync(own) ? own : join(dir, 'backbone.rank0.safetensors'));
-      backbone.loadStateDict(sd.tensors as StateDict, { source: own });
+      backbone.loadStateDict(sd.tensors, { source: own });
       readParams();
       const optFile = readSafetensors(join(dir, 'optimizer.safetensors'));
       const slots: OptimizerState['slots'] = {};
@@ -323,12 +318,12 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
 
   const saveCheckpoint = async (): Promise<void> => {
     const dir = ckpt.begin(globalStep);
-    writeSafetensors(join(dir, `backbone.rank${rank}.safetensors`), stateDictToTensors(backbone.getStateDict()), { rank: String(rank) });
+    writeSafetensors(join(dir, `backbone.rank${rank}.safetensors`), backbone.getStateDict(), { rank: String(rank) });
     mkdirSync(join(dir, 'head'), { recursive: true });
     await head.save(join(dir, 'head'));
     const os = opt.getState();
     if (rank === 0) {
-      const t = new Map<string, NamedTensor>();
+      const t: StateDict = new Map();
       for (const [slot, arrs] of Object.entries(os.slots)) {
         arrs.forEach((a, i) => {
           if (a) t.set(`${slot}.${vars[i]!.name}`, { dtype: 'float32', shape: [a.length], data: a });
