@@ -50,7 +50,7 @@ export function createProgram(io: CliIo = defaultIo, exit: (code: number) => voi
     .option('--dtype <dtype>', 'which reference run to compare with: float32 | float64', oneOf(['float32', 'float64'] as const), 'float32')
     .option('--world-size <list>', 'world sizes to run, comma-separated (default: every ws<N> present)', worldSizes)
     .option('--update <mode>', 'bank update for the SGD check: sparse | dense (dense = reference V2)', oneOf(['sparse', 'dense'] as const), 'dense')
-    .option('--backend <name>', 'how ranks run: local (in-thread) | threads (worker threads)', oneOf(['local', 'threads'] as const), 'local')
+    .option('--backend <name>', 'how ranks run: local (in-thread) | threads (worker threads) | mpi (one rank per mpirun process)', oneOf(['local', 'threads', 'mpi'] as const), 'local')
     .option('--tensor-backend <name>', 'tfjs backend of the float32 matmuls: cpu | wasm', oneOf(['cpu', 'wasm'] as const), 'cpu')
     .addHelpText(
       'after',
@@ -60,9 +60,10 @@ export function createProgram(io: CliIo = defaultIo, exit: (code: number) => voi
         '  pfc-partial-fc check-vectors vectors/pfc/arcface_small',
         '  pfc-partial-fc check-vectors vectors/pfc/cosface_small --dtype float64 --world-size 1,2',
         '  pfc-partial-fc check-vectors my-vectors/run1 --backend threads --update sparse',
+        '  mpirun -np 2 npx pfc-partial-fc check-vectors vectors/pfc/arcface_small --backend mpi   # rank 0 prints',
       ].join('\n'),
     )
-    .action(async (dir: string, opts: { dtype: 'float32' | 'float64'; worldSize?: number[]; update: 'sparse' | 'dense'; backend: 'local' | 'threads'; tensorBackend: 'cpu' | 'wasm' }) => {
+    .action(async (dir: string, opts: { dtype: 'float32' | 'float64'; worldSize?: number[]; update: 'sparse' | 'dense'; backend: 'local' | 'threads' | 'mpi'; tensorBackend: 'cpu' | 'wasm' }) => {
       const report = await checkVectors(dir, {
         dtype: opts.dtype,
         update: opts.update,
@@ -70,7 +71,7 @@ export function createProgram(io: CliIo = defaultIo, exit: (code: number) => voi
         tensorBackend: opts.tensorBackend,
         ...(opts.worldSize ? { worldSizes: opts.worldSize } : {}),
       });
-      io.out(`${JSON.stringify(report, null, 1)}\n`);
+      if (report.rank === 0) io.out(`${JSON.stringify(report, null, 1)}\n`);
       exit(report.pass ? 0 : 1);
     });
   return program;

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { PfcError, initBackend, npyToFloat64, readNpy } from '@pfc/core';
-import { runLocal, runThreads, type Communicator } from '@pfc/collective';
+import { createCommunicator, runLocal, runThreads, type Communicator } from '@pfc/collective';
 import { PartialFC, type StepResult } from './partial-fc';
 import { shardOf } from './sharding';
 
@@ -91,8 +91,11 @@ export interface CheckVectorsOptions {
   worldSizes?: number[];
   /** Bank update semantics for the SGD check. Default `dense` when the spec has an SGD step (the reference V2). */
   update?: 'sparse' | 'dense';
-  /** How ranks run: `local` (in-thread ranks, default) or `threads` (worker threads, `runThreads`). */
-  backend?: 'local' | 'threads';
+  /**
+   * How ranks run: `local` (in-thread ranks, default), `threads` (worker threads, `runThreads`) or `mpi` (this process
+   * is one rank of an `mpirun` job: the world size is the job's, and every rank returns the same report).
+   */
+  backend?: 'local' | 'threads' | 'mpi';
   /** tfjs backend of the float32 matmuls in every rank. Default `cpu`. */
   tensorBackend?: 'cpu' | 'wasm';
   /** Tolerance overrides (max abs error). */
@@ -146,6 +149,8 @@ export interface CheckVectorsReport {
   dtype: 'float32' | 'float64';
   update: 'sparse' | 'dense';
   backend: string;
+  /** This process's rank (0 unless `backend` is `mpi`; with mpi every rank returns the same report). */
+  rank: number;
   tolerance: Tolerances;
   runs: WorldSizeCheck[];
   max: {
@@ -222,8 +227,28 @@ export async function checkVectors(dir: string, options: CheckVectorsOptions = {
     worldSizes = [];
     for (let w = 1; w <= 64; w++) if (existsSync(join(dir, dtype, `ws${w}`))) worldSizes.push(w);
   }
+  let mpi: Communicator | null = null;
+  if (backendName === 'mpi') {
+    mpi = await createCommunicator({ backend: 'mpi' });
+    if (options.worldSizes && (options.worldSizes.length !== 1 || options.worldSizes[0] !== mpi.worldSize)) {
+      await mpi.close();
+      throw new PfcError(
+        'E_WORLD_SIZE',
+        `check-vectors: with the mpi backend the world size is the mpirun job's (${mpi.worldSize}); got --world-size ${options.worldSizes.join(',')}`,
+        { details: { worldSize: mpi.worldSize } },
+      );
+    }
+    worldSizes = [mpi.worldSize];
+  }
+  try {
+    return await compareRuns();
+  } finally {
+    await mpi?.close();
+  }
+
+  async function compareRuns(): Promise<CheckVectorsReport> {
   const runs: WorldSizeCheck[] = [];
-  for (const W of worldSizes) {
+  for (const W of worldSizes!) {
     const ref = join(dir, dtype, `ws${W}`);
     if (!existsSync(ref)) {
       throw new PfcError('E_VECTOR_DIR', `check-vectors: ${ref} does not exist (no reference run for world size ${W})`, { details: { dir, worldSize: W } });
@@ -233,8 +258,9 @@ export async function checkVectors(dir: string, options: CheckVectorsOptions = {
     }
     const B = Ntot / W;
     const args: VectorRankArgs = { dir, dtype, worldSize: W, update, tensorBackend: options.tensorBackend ?? 'cpu' };
-    const perRank =
-      backendName === 'threads'
+    const perRank = mpi
+      ? await gatherRankResults(mpi, await vectorRank(mpi, args))
+      : backendName === 'threads'
         ? await runThreads<VectorRankResult, VectorRankArgs>(W, { module: rankModule(), export: 'vectorRank', args })
         : await runLocal(W, (comm) => vectorRank(comm, args));
     // assemble global arrays in the reference's layout
@@ -324,6 +350,7 @@ export async function checkVectors(dir: string, options: CheckVectorsOptions = {
     dtype,
     update,
     backend: backendName,
+    rank: mpi?.rank ?? 0,
     tolerance: tol,
     runs,
     max: {
@@ -337,4 +364,48 @@ export async function checkVectors(dir: string, options: CheckVectorsOptions = {
     sampledSetEqual: sets.includes(false) ? false : sets.includes(true) ? true : null,
     pass: runs.length > 0 && runs.every((r) => r.pass),
   };
+  }
 }
+
+/**
+ * Every rank's {@link VectorRankResult}, in rank order, on every rank of a multi-process job: each result is
+ * serialised (typed arrays tagged with their type; doubles print exactly in JSON) and all-gathered as bytes.
+ */
+export async function gatherRankResults(comm: Communicator, mine: VectorRankResult): Promise<VectorRankResult[]> {
+  const json = JSON.stringify(mine, (_k, v: unknown) =>
+    ArrayBuffer.isView(v) && !(v instanceof DataView) ? { __typed: v.constructor.name, data: Array.from(v as unknown as ArrayLike<number>) } : v,
+  );
+  const bytes = Buffer.from(json, 'utf8');
+  const lengths = await comm.allGather(new Int32Array([bytes.length]));
+  const words = new Int32Array(Math.ceil(bytes.length / 4));
+  new Uint8Array(words.buffer).set(bytes);
+  const all = await comm.allGather(words);
+  const out: VectorRankResult[] = [];
+  let offsetWords = 0;
+  for (const len of lengths) {
+    const text = Buffer.from(all.buffer, all.byteOffset + offsetWords * 4, len).toString('utf8');
+    out.push(
+      JSON.parse(text, (_k, v: { __typed?: string; data?: number[] }) => {
+        if (v && typeof v === 'object' && typeof v.__typed === 'string' && Array.isArray(v.data)) {
+          const ctor = TYPED[v.__typed];
+          if (!ctor) throw new PfcError('E_COLLECTIVE_MISMATCH', `check-vectors: a rank sent an unknown array type ${v.__typed}`);
+          return ctor.from(v.data.map((x) => (x === null ? NaN : x)));
+        }
+        return v;
+      }) as VectorRankResult,
+    );
+    offsetWords += Math.ceil(len / 4);
+  }
+  return out;
+}
+
+const TYPED: Record<string, { from(a: ArrayLike<number>): ArrayBufferView }> = {
+  Float32Array,
+  Float64Array,
+  Int32Array,
+  Uint32Array,
+  Uint16Array,
+  Uint8Array,
+  Int8Array,
+  Int16Array,
+};
