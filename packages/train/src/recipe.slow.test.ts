@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runRecipe } from './recipe';
+import { SHORT_RECIPE, SHORT_SYNTHETIC } from './__fixtures__/recipe-short';
 
 describe('runRecipe (embedded synthetic default, shortened)', () => {
   it('trains 2 thread ranks with Partial FC 0.1 and verifies held-out identities well above chance', async () => {
@@ -9,12 +10,12 @@ describe('runRecipe (embedded synthetic default, shortened)', () => {
     const lines: string[] = [];
     const r = await runRecipe(
       'glint360k',
-      { margin_list: [1.0, 0.0, 0.4], sample_rate: 0.1, num_classes: 360232, num_image: 17091657, rec: '/train_tmp/glint360k' },
+      SHORT_RECIPE,
       {
         workDir,
         worldSize: 2,
         backend: 'threads',
-        synthetic: { identities: 300, perIdentity: 8, verificationIdentities: 100, verificationPairs: 400, ijbIdentities: 60, epochs: 1, batchSize: 32 },
+        synthetic: SHORT_SYNTHETIC,
         log: (l) => lines.push(l),
       },
     );

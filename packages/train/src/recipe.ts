@@ -8,6 +8,7 @@ import { launchTraining, type LaunchBackend } from './launch';
 import { backboneFromConfig, embedImages, verify, type TrainResult } from './trainer';
 import { loadVerificationSet } from './verification';
 import { readSafetensors } from '@pfc/backbone';
+import { createCommunicator, launchedByMpi } from '@pfc/collective';
 
 /** Size of the embedded synthetic run. */
 export interface SyntheticScale {
@@ -74,6 +75,8 @@ export interface RecipeResult {
   /** TAR at each FAR of the IJB table (synthetic run). */
   ijbTar: { far: number; tar: number }[];
   seconds: number;
+  /** This process's rank in an MPI job (0 otherwise); only rank 0 evaluates and prints. */
+  rank: number;
 }
 
 /** Synthetic images of identity `identity` (uint8 HWC), as the data package renders its training set. */
@@ -178,9 +181,14 @@ export function syntheticConfig(recipe: Record<string, unknown>, scale: Syntheti
  */
 export async function runRecipe(name: string, recipe: Record<string, unknown>, options: RecipeOptions = {}): Promise<RecipeResult> {
   const t0 = Date.now();
-  const log = options.log ?? ((l: string) => process.stdout.write(`${l}\n`));
+  // Under mpirun (or with backend mpi/nccl) this process is one rank of the job: rank 0 writes the synthetic set
+  // while the others wait at a barrier, every rank trains, and rank 0 alone evaluates and prints.
+  const backend: LaunchBackend = options.backend ?? (launchedByMpi() ? 'mpi' : 'threads');
+  const job = backend === 'mpi' || backend === 'nccl' ? await createCommunicator({ backend: 'mpi' }) : null;
+  const isRoot = (job?.rank ?? 0) === 0;
+  const log = isRoot ? (options.log ?? ((l: string) => process.stdout.write(`${l}\n`))) : () => {};
   const workDir = resolve(options.workDir ?? join('work_dirs', name));
-  const worldSize = options.worldSize ?? 2;
+  const worldSize = job?.worldSize ?? options.worldSize ?? 2;
   const tensorBackend = options.tensorBackend ?? 'wasm';
   await initBackend({ backend: tensorBackend, log: null });
   let config: TrainConfig;
@@ -192,11 +200,12 @@ export async function runRecipe(name: string, recipe: Record<string, unknown>, o
   } else {
     const scale = { ...DEFAULT_SYNTHETIC, ...options.synthetic };
     config = resolveConfig({ ...syntheticConfig(recipe, scale, workDir), ...(options.resume ? { resume: true } : {}), ...options.overrides }, `${name} (synthetic)`);
-    const files = await writeSyntheticSet(config.rec, config.seed, scale, log);
-    ijbRoot = files.ijb;
+    if (isRoot) ijbRoot = (await writeSyntheticSet(config.rec, config.seed, scale, log)).ijb;
+    await job?.barrier();
   }
   log(`training ${name}: ${config.network} on ${worldSize} rank(s), ${config.num_classes} classes, sample rate ${config.sample_rate}, margin (${config.margin_list.join(', ')})`);
-  const results = await launchTraining({ config, tensorBackend }, { worldSize, backend: options.backend ?? 'threads' });
+  const results = await launchTraining({ config, tensorBackend }, { worldSize, backend });
+  if (!isRoot) return { config, results, verification: [], ijbTable: null, ijbTar: [], seconds: (Date.now() - t0) / 1000, rank: job!.rank };
   // Evaluate the exported model in this thread.
   const backbone = backboneFromConfig(config);
   backbone.loadStateDict(readSafetensors(join(config.output!, 'model.safetensors')).tensors);
@@ -219,7 +228,7 @@ export async function runRecipe(name: string, recipe: Record<string, unknown>, o
     log(`IJB-C-format 1:1 verification of held-out synthetic identities (${r.templates} templates, ${r.pairs} pairs):\n${r.text}`);
   }
   backbone.dispose();
-  return { config, results, verification, ijbTable, ijbTar, seconds: (Date.now() - t0) / 1000 };
+  return { config, results, verification, ijbTable, ijbTar, seconds: (Date.now() - t0) / 1000, rank: 0 };
 }
 
 const RECIPE_HELP = (name: string) => `Usage: npm run train -- [options]
@@ -231,7 +240,7 @@ Partial FC on 2 ranks, prints the TAR@FAR table and the verification accuracy).
 Options:
   --data <dir>            dataset directory with train.rec/train.idx and the val_targets .bin files
   --world-size <n>        data-parallel ranks (default 2)
-  --backend <b>           threads | local | mpi (default threads)
+  --backend <b>           threads | local | mpi | nccl (default: mpi under mpirun, else threads)
   --tensor-backend <b>    wasm | cpu | tensorflow | tensorflow-gpu (default wasm)
   --work-dir <dir>        outputs (default work_dirs/${name})
   --resume                continue from the work directory's latest checkpoint
@@ -281,7 +290,7 @@ export async function recipeMain(name: string, recipe: Record<string, unknown>, 
       ...(values.resume ? { resume: true } : {}),
       log: (l) => out(`${l}\n`),
     });
-    out(`done in ${(r.seconds / 60).toFixed(1)} min; outputs in ${r.config.output}\n`);
+    if (r.rank === 0) out(`done in ${(r.seconds / 60).toFixed(1)} min; outputs in ${r.config.output}\n`);
     return 0;
   } catch (err) {
     out(`error${err instanceof PfcError ? ` ${err.code}` : ''}: ${err instanceof Error ? err.message : String(err)}\n`);
