@@ -2,6 +2,18 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from './cli';
+import { launchBackendFromEnv } from './launch';
+
+describe('launchBackendFromEnv', () => {
+  it('picks mpi under an MPI launcher, PFC_COLLECTIVE when set, else threads', () => {
+    expect(launchBackendFromEnv({})).toBe('threads');
+    expect(launchBackendFromEnv({ OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '1' })).toBe('mpi');
+    expect(launchBackendFromEnv({ PMIX_RANK: '0' })).toBe('mpi');
+    expect(launchBackendFromEnv({ PFC_COLLECTIVE: 'local' })).toBe('local');
+    expect(launchBackendFromEnv({ OMPI_COMM_WORLD_SIZE: '2', PFC_COLLECTIVE: 'nccl' })).toBe('nccl');
+    expect(() => launchBackendFromEnv({ PFC_COLLECTIVE: 'gloo' })).toThrow(expect.objectContaining({ code: 'E_ARGUMENT', message: expect.stringContaining('"gloo"') }));
+  });
+});
 
 describe('pfc-train CLI', () => {
   it('--help lists the options and examples', async () => {
@@ -18,6 +30,11 @@ describe('pfc-train CLI', () => {
     let err = '';
     expect(await main(['--config', f, '-q'], () => {}, (s) => (err += s))).toBe(1);
     expect(err).toMatch(/E_CONFIG: .*field 'batch_size' must be a positive integer, got -1/);
+  });
+  it('an unknown --backend is a usage error naming the choices', async () => {
+    let err = '';
+    expect(await main(['--config', 'x.json', '--backend', 'gloo'], () => {}, (s) => (err += s))).toBe(2);
+    expect(err).toMatch(/--backend must be one of threads, local, mpi, nccl, got 'gloo'/);
   });
   it('a missing --config is a usage error', async () => {
     let err = '';

@@ -2,7 +2,14 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { PfcError, type BackendName } from '@pfc/core';
 import { formatConfig, loadConfig } from './config';
-import { launchTraining, type LaunchBackend } from './launch';
+import { launchBackendFromEnv, launchTraining, type LaunchBackend } from './launch';
+
+const BACKENDS: readonly LaunchBackend[] = ['threads', 'local', 'mpi', 'nccl'];
+
+function backendArg(v: string): LaunchBackend {
+  if (!(BACKENDS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--backend must be one of ${BACKENDS.join(', ')}, got '${v}'`);
+  return v as LaunchBackend;
+}
 
 function int(name: string) {
   return (v: string): number => {
@@ -22,8 +29,12 @@ export function createProgram(out: (s: string) => void = (s) => process.stdout.w
     .description('Data-parallel Partial FC face-recognition training (the reference arcface_torch train_v2.py).')
     .requiredOption('-c, --config <file>', 'config file: .json, or a .ts/.js module whose default export is the config (reference field names)')
     .option('--resume', 'continue from <output>/checkpoints/latest (another world size re-shards the bank)')
-    .option('--backend <backend>', 'how ranks run: threads | local | mpi | nccl (mpi/nccl: one rank per process under mpirun)', 'threads')
-    .option('--world-size <n>', 'number of data-parallel ranks (threads/local)', int('--world-size'), 1)
+    .option(
+      '--backend <backend>',
+      'how ranks run: threads | local | mpi | nccl (mpi/nccl: one rank per process under mpirun). Default: $PFC_COLLECTIVE if set, else mpi when started by mpirun/srun, else threads',
+      backendArg,
+    )
+    .option('--world-size <n>', 'number of data-parallel ranks for threads/local (default 1); under mpirun the -np of the job (must match if given)', int('--world-size'))
     .option('--tensor-backend <name>', 'tensor backend per rank: tensorflow-gpu | tensorflow | wasm | cpu (default: best available)')
     .option('--rec <dir>', 'override the config field rec')
     .option('--output <dir>', 'override the config field output')
@@ -34,10 +45,11 @@ export function createProgram(out: (s: string) => void = (s) => process.stdout.w
       'after',
       `
 Examples:
-  pfc-train --config configs/glint360k_r100.json --world-size 2
-  pfc-train --config configs/ms1mv2_r100.ts --backend local --world-size 2 --set batch_size=32 num_epoch=1
-  pfc-train --config configs/glint360k_r100.json --resume --world-size 4     # resume with 4 ranks (bank re-sharded)
-  mpirun -np 8 pfc-train --config configs/glint360k_r100.json --backend mpi --tensor-backend tensorflow-gpu
+  pfc-train --config job.json --world-size 2                        # 2 worker-thread ranks
+  pfc-train --config src/config.ts --backend local --world-size 2 --set batch_size=32 num_epoch=1
+  pfc-train --config job.json --resume --world-size 4               # resume with 4 ranks (bank re-sharded)
+  mpirun -np 8 pfc-train --config job.json --tensor-backend tensorflow-gpu   # 8 MPI ranks (picked from the environment)
+  mpirun -np 8 pfc-train --config job.json --backend nccl           # NCCL collectives, bootstrapped over MPI
 
 Outputs (config field output): training.log lines on stdout, tensorboard/ event files, checkpoints/ (atomic, every
 epoch and every checkpoint_steps; 'latest' names the newest complete one), model.safetensors and model.onnx.`,
@@ -61,7 +73,8 @@ epoch and every checkpoint_steps; 'latest' names the newest complete one), model
       if (opts.resume) overrides.resume = true;
       const config = loadConfig(opts.config as string, overrides);
       // Under mpirun every process runs this; only the first lists the config.
-      const launchRank = Number(process.env.OMPI_COMM_WORLD_RANK ?? process.env.PMI_RANK ?? 0);
+      const launchRank = Number(process.env.OMPI_COMM_WORLD_RANK ?? process.env.PMI_RANK ?? process.env.PMIX_RANK ?? process.env.PFC_RANK ?? 0);
+      const backend = (opts.backend as LaunchBackend | undefined) ?? launchBackendFromEnv();
       if (!opts.quiet && launchRank === 0) out(`${formatConfig(config).join('\n')}\n`);
       const hang = process.env.PFC_TRAIN_HANG_IN_CHECKPOINT;
       const results = await launchTraining(
@@ -72,10 +85,12 @@ epoch and every checkpoint_steps; 'latest' names the newest complete one), model
           ...(opts.quiet ? { quiet: true } : {}),
           ...(hang ? { hangInCheckpointAt: Number(hang) } : {}),
         },
-        { worldSize: opts.worldSize as number, backend: opts.backend as LaunchBackend },
+        { backend, ...(opts.worldSize !== undefined ? { worldSize: opts.worldSize as number } : {}) },
       );
       const r = results[0]!;
-      if (!opts.quiet && r.rank === 0) out(`finished at global step ${r.globalStep} (started at ${r.startStep}); outputs in ${config.output}\n`);
+      if (!opts.quiet && r.rank === 0) {
+        out(`finished at global step ${r.globalStep} (started at ${r.startStep}) on ${r.worldSize} rank(s), backend ${backend}; outputs in ${config.output}\n`);
+      }
     });
   return program;
 }

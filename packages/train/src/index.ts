@@ -17,7 +17,7 @@ export { CheckpointManager, checkpointName } from './checkpoint';
 export type { CheckpointState } from './checkpoint';
 export { SpeedLogger, AverageMeter } from './logging';
 export type { SpeedLoggerOptions } from './logging';
-export { launchTraining } from './launch';
+export { launchTraining, launchBackendFromEnv } from './launch';
 export type { LaunchBackend, LaunchOptions } from './launch';
 export { trainThreadRank, verificationFilesOf } from './rank-entry';
 export type { RankArgs } from './rank-entry';

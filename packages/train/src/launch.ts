@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { PfcError } from '@pfc/core';
-import { runLocal, runRank, runThreads } from '@pfc/collective';
+import { backendFromEnv, launchedByMpi, runLocal, runRank, runThreads, type Communicator } from '@pfc/collective';
 import { trainThreadRank, type RankArgs } from './rank-entry';
 import type { TrainResult } from './trainer';
 
@@ -10,12 +10,28 @@ import type { TrainResult } from './trainer';
  */
 export type LaunchBackend = 'threads' | 'local' | 'mpi' | 'nccl';
 
+/**
+ * The launch backend the environment asks for: `PFC_COLLECTIVE` when set (checked by `@pfc/collective`'s
+ * `backendFromEnv`, an unknown value throws `E_ARGUMENT`), else `mpi` when an MPI launcher started this process
+ * (`mpirun`, `srun --mpi=pmix`), else `threads`. An explicit `--backend` / `backend` option wins over it.
+ */
+export function launchBackendFromEnv(env: NodeJS.ProcessEnv = process.env): LaunchBackend {
+  // backendFromEnv answers `local` (one rank) when nothing is set; a launcher of N ranks wants threads then.
+  if (env.PFC_COLLECTIVE) return backendFromEnv(env);
+  return launchedByMpi(env) ? 'mpi' : 'threads';
+}
+
 /** Options of {@link launchTraining}. */
 export interface LaunchOptions extends Omit<RankArgs, 'config'> {
-  /** Number of ranks (threads/local; MPI takes its size from `mpirun`). Default 1. */
+  /**
+   * Number of ranks (threads/local; default 1). With mpi/nccl the job's size comes from the launcher; when given,
+   * it must equal that size (`E_WORLD_SIZE` otherwise).
+   */
   worldSize?: number;
-  /** Default `threads`. */
+  /** Default: {@link launchBackendFromEnv} (`PFC_COLLECTIVE`, else `mpi` under mpirun, else `threads`). */
   backend?: LaunchBackend;
+  /** Environment the default backend is read from (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
   /** Milliseconds a rank waits in one collective (default 30 minutes: rank 0 verifies while the others wait). */
   timeoutMs?: number;
 }
@@ -32,7 +48,8 @@ function entryModule(): string {
  * started by `mpirun` (`@pfc/collective`'s `runRank`).
  */
 export async function launchTraining(args: RankArgs, options: LaunchOptions = {}): Promise<TrainResult[]> {
-  const { worldSize = 1, backend = 'threads', timeoutMs = 30 * 60_000, ...rest } = options;
+  const { worldSize: requested, backend = launchBackendFromEnv(options.env ?? process.env), timeoutMs = 30 * 60_000, env, ...rest } = options;
+  const worldSize = requested ?? 1;
   const rankArgs: RankArgs = { ...rest, config: args.config, ...pick(args) };
   if (!Number.isInteger(worldSize) || worldSize < 1) {
     throw new PfcError('E_WORLD_SIZE', `launchTraining: option 'worldSize' must be a positive integer, got ${worldSize}`);
@@ -43,15 +60,25 @@ export async function launchTraining(args: RankArgs, options: LaunchOptions = {}
     case 'threads':
       return runThreads<TrainResult, RankArgs>(worldSize, { module: entryModule(), export: 'trainThreadRank', args: rankArgs, timeoutMs });
     case 'mpi':
-    case 'nccl':
+    case 'nccl': {
       // One rank per process; a failing rank aborts the whole job instead of leaving the others waiting.
+      const rank = (comm: Communicator): Promise<TrainResult> => {
+        if (requested !== undefined && requested !== comm.worldSize) {
+          throw new PfcError('E_WORLD_SIZE', `launchTraining: option 'worldSize' is ${requested} but the ${backend} job has ${comm.worldSize} rank(s) (the launcher's -np decides)`, {
+            details: { worldSize: requested, jobSize: comm.worldSize },
+          });
+        }
+        return trainThreadRank(comm, rankArgs);
+      };
       return [
-        await runRank((comm) => trainThreadRank(comm, rankArgs), {
+        await runRank(rank, {
           backend,
           timeoutMs,
+          ...(env ? { env } : {}),
           onError: (err) => process.stderr.write(`pfc-train rank failed: ${err instanceof Error ? err.message : String(err)}\n`),
         }),
       ];
+    }
     default:
       throw new PfcError('E_ARGUMENT', `launchTraining: option 'backend' must be 'threads', 'local', 'mpi' or 'nccl', got ${JSON.stringify(backend)}`);
   }

@@ -4,11 +4,11 @@ import { PfcError, initBackend, type BackendName } from '@pfc/core';
 import { encodeJpeg, synthIdentityImage, synthIdentitySeed, writeSynthRec, type SynthOptions } from '@pfc/data';
 import { ARCFACE_TEMPLATE, evaluateIjb, functionEmbedder, writeIjbProtocol, writeVerificationBin, type IjbImageSpec } from '@pfc/eval';
 import { resolveConfig, type TrainConfig } from './config';
-import { launchTraining, type LaunchBackend } from './launch';
+import { launchBackendFromEnv, launchTraining, type LaunchBackend } from './launch';
 import { backboneFromConfig, embedImages, verify, type TrainResult } from './trainer';
 import { loadVerificationSet } from './verification';
 import { readSafetensors } from '@pfc/backbone';
-import { createCommunicator, launchedByMpi } from '@pfc/collective';
+import { createCommunicator } from '@pfc/collective';
 
 /** Size of the embedded synthetic run. */
 export interface SyntheticScale {
@@ -183,7 +183,7 @@ export async function runRecipe(name: string, recipe: Record<string, unknown>, o
   const t0 = Date.now();
   // Under mpirun (or with backend mpi/nccl) this process is one rank of the job: rank 0 writes the synthetic set
   // while the others wait at a barrier, every rank trains, and rank 0 alone evaluates and prints.
-  const backend: LaunchBackend = options.backend ?? (launchedByMpi() ? 'mpi' : 'threads');
+  const backend: LaunchBackend = options.backend ?? launchBackendFromEnv();
   const job = backend === 'mpi' || backend === 'nccl' ? await createCommunicator({ backend: 'mpi' }) : null;
   const isRoot = (job?.rank ?? 0) === 0;
   const log = isRoot ? (options.log ?? ((l: string) => process.stdout.write(`${l}\n`))) : () => {};
@@ -240,7 +240,7 @@ Partial FC on 2 ranks, prints the TAR@FAR table and the verification accuracy).
 Options:
   --data <dir>            dataset directory with train.rec/train.idx and the val_targets .bin files
   --world-size <n>        data-parallel ranks (default 2)
-  --backend <b>           threads | local | mpi | nccl (default: mpi under mpirun, else threads)
+  --backend <b>           threads | local | mpi | nccl (default: $PFC_COLLECTIVE, else mpi under mpirun, else threads)
   --tensor-backend <b>    wasm | cpu | tensorflow | tensorflow-gpu (default wasm)
   --work-dir <dir>        outputs (default work_dirs/${name})
   --resume                continue from the work directory's latest checkpoint
