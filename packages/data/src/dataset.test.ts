@@ -76,6 +76,33 @@ describe('RecordFaceDataset on fixtures', () => {
     expect(() => strict.read(0)).toThrow(expect.objectContaining({ code: 'E_LABEL_SCALAR', message: expect.stringMatching(/train\.rec key 1 at byte offset 40/) }));
     strict.close();
   });
+
+  tFix("writing the fixture's images and labels through FaceRecWriter reproduces its .rec and .idx byte for byte", () => {
+    const ds = new RecordFaceDataset(join(fixtures, 'rec'));
+    const prefix = join(dir, 'fixwrite', 'train');
+    mkdirSync(join(dir, 'fixwrite'));
+    const w = new FaceRecWriter(prefix);
+    for (let i = 0; i < ds.length; i++) {
+      const s = ds.read(i);
+      w.add(s.label, s.image);
+    }
+    ds.close();
+    expect(w.close()).toMatchObject({ images: 6, identities: 3, bytes: 20612 });
+    // includes the split record (image 3 holds the magic word twice) and the header record written last
+    expect(readFileSync(`${prefix}.rec`).equals(readFileSync(join(fixtures, 'rec', 'train.rec')))).toBe(true);
+    expect(readFileSync(`${prefix}.idx`, 'utf8')).toBe(readFileSync(join(fixtures, 'rec', 'train.idx'), 'utf8'));
+  });
+
+  tFix('unpack → pack of the fixture (the pfc-data pack path) reproduces its .rec, .idx and property byte for byte', async () => {
+    const folder = join(dir, 'fixunpack');
+    expect(unpackRec(join(fixtures, 'rec', 'train.rec'), folder)).toBe(6);
+    const out = join(dir, 'fixpack');
+    mkdirSync(out);
+    await packFolder(folder, join(out, 'train'), { progress: null });
+    for (const f of ['train.rec', 'train.idx', 'property']) {
+      expect(readFileSync(join(out, f)).equals(readFileSync(join(fixtures, 'rec', f)))).toBe(true);
+    }
+  });
 });
 
 describe('RecordFaceDataset on files written by mxnet im2rec', () => {
@@ -135,7 +162,7 @@ describe('folder datasets and pack/unpack', () => {
     makeFolder(root, 4, 3);
     const res = await packFolder(root, join(dir, 'train'), { progress: null });
     expect(res).toMatchObject({ images: 12, identities: 4 });
-    expect(readFileSync(join(dir, 'property'), 'utf8')).toBe('4,112,112');
+    expect(readFileSync(join(dir, 'property'), 'utf8')).toBe('4,112,112\n');
     const src = new FolderFaceDataset(root);
     const ds = openFaceDataset(dir) as RecordFaceDataset;
     expect(ds.layout).toBe('insightface-header');

@@ -103,10 +103,13 @@ export async function packFolder(folder: string, prefix: string, options: PackOp
   return res;
 }
 
-/** `num_classes,h,w` as InsightFace's `property`: `<dir>/property` for a `train` prefix, else `<prefix>_property`. */
+/**
+ * `num_classes,h,w\n` as InsightFace's `property`: `<dir>/property` for a `train` prefix, else `<prefix>_property`.
+ * The newline is there because the fixture's RecBuilder writes one, so a pack of its images reproduces every file.
+ */
 function writeProperty(prefix: string, numClasses: number, [h, w]: [number, number]): void {
   const p = basename(prefix) === 'train' ? join(dirname(prefix), 'property') : `${prefix}_property`;
-  writeFileAtomic(p, Buffer.from(`${numClasses},${h},${w}`));
+  writeFileAtomic(p, Buffer.from(`${numClasses},${h},${w}\n`));
 }
 
 export interface SynthRecOptions extends SynthOptions {
