@@ -17,7 +17,6 @@ const state = (step: number): CheckpointState => ({
   numClasses: 10,
   embeddingSize: 4,
   network: 'small',
-  rng: [],
   wallTime: 0,
 });
 
@@ -49,5 +48,39 @@ describe('CheckpointManager', () => {
     mkdirSync(join(root, 'x'));
     writeFileSync(join(root, 'x', 'state.json'), JSON.stringify({ format: 'other' }));
     expect(() => m.readState(join(root, 'x'))).toThrow(/not a pfc-train checkpoint/);
+  });
+  it('re-committing a step replaces it, and a commit cut between the two renames still leaves a complete latest', () => {
+    const root = join(mkdtempSync(join(tmpdir(), 'pfc-ck-')), 'checkpoints');
+    const m = new CheckpointManager(root, 2);
+    writeFileSync(join(m.begin(4), 'part'), 'first');
+    m.commit(4, state(4));
+    writeFileSync(join(m.begin(4), 'part'), 'second');
+    m.commit(4, { ...state(4), wallTime: 2 });
+    expect(readdirSync(root).sort()).toEqual(['latest', 'step-00000004']);
+    expect(readFileSync(join(m.latest()!, 'part'), 'utf8')).toBe('second');
+
+    // The process dies right after the old copy was moved aside: the rename of the new one never happens.
+    writeFileSync(join(m.begin(4), 'part'), 'third');
+    // The module object checkpoint.ts calls into (an `import * as` namespace here would be a copy).
+    const fs = require('node:fs') as typeof import('node:fs');
+    const real = fs.renameSync;
+    const spy = jest.spyOn(fs, 'renameSync').mockImplementation((from, to) => {
+      if (String(from) === join(root, '.tmp-step-00000004')) throw new Error('killed');
+      real(from, to);
+    });
+    try {
+      expect(() => m.commit(4, { ...state(4), wallTime: 3 })).toThrow('killed');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(existsSync(join(root, 'step-00000004'))).toBe(false);
+    // `latest` still names step-00000004; the complete previous copy answers for it, and the next start restores it.
+    const dir = m.latest()!;
+    expect(readFileSync(join(dir, 'part'), 'utf8')).toBe('second');
+    expect(m.readState(dir).wallTime).toBe(2);
+    m.cleanStale();
+    expect(readdirSync(root).sort()).toEqual(['latest', 'step-00000004']);
+    expect(m.latest()).toBe(join(root, 'step-00000004'));
+    expect(readFileSync(join(root, 'step-00000004', 'part'), 'utf8')).toBe('second');
   });
 });

@@ -23,8 +23,6 @@ export interface CheckpointState {
   numClasses: number;
   embeddingSize: number;
   network: string;
-  /** Per-rank random generator states (index = rank). */
-  rng: unknown[];
   wallTime: number;
 }
 
@@ -38,6 +36,10 @@ export function checkpointName(globalStep: number): string {
  * once complete, and only then does the `latest` file (written atomically) point to it. A process killed at any
  * moment leaves either the previous checkpoint as `latest` or the new one, never a torn one; stale `.tmp-*`
  * directories are removed at the next start.
+ *
+ * Checkpoints hold no random generator state of their own: the data order and flips are a function of (seed, epoch,
+ * position), and the only generator that advances during training, Partial FC's class sampling, is saved per rank
+ * with the bank in `head/` (by `@pfc/partial-fc`). So a resume with the same world size continues exactly.
  */
 export class CheckpointManager {
   constructor(
@@ -51,6 +53,9 @@ export class CheckpointManager {
     if (!existsSync(p)) return null;
     const name = readFileSync(p, 'utf8').trim();
     const dir = join(this.root, name);
+    // A commit that re-wrote this name was cut between moving the old copy aside and moving the new one in.
+    const aside = join(this.root, `.old-${name}`);
+    if (!existsSync(join(dir, 'state.json')) && existsSync(join(aside, 'state.json'))) return aside;
     if (!existsSync(join(dir, 'state.json'))) {
       throw new PfcError('E_CHECKPOINT', `${p} points to ${name}, which has no state.json`, { details: { file: p } });
     }
@@ -72,10 +77,29 @@ export class CheckpointManager {
     return s;
   }
 
-  /** Removes leftovers of interrupted writes (call on rank 0 before training). */
+  /**
+   * Removes leftovers of interrupted writes (call on rank 0 before training): `.tmp-*` directories, and `.old-<name>`
+   * copies of replaced checkpoints, which are moved back to `<name>` when the replacement never arrived.
+   */
   cleanStale(): void {
     if (!existsSync(this.root)) return;
-    for (const f of readdirSync(this.root)) if (f.startsWith('.tmp-')) rmSync(join(this.root, f), { recursive: true, force: true });
+    for (const f of readdirSync(this.root)) {
+      if (f.startsWith('.tmp-')) rmSync(join(this.root, f), { recursive: true, force: true });
+      else if (f.startsWith('.old-')) this.settle(f.slice('.old-'.length));
+    }
+  }
+
+  /** Resolves a leftover `.old-<name>`: dropped when `<name>` is complete, else moved back to `<name>`. */
+  private settle(name: string): void {
+    const aside = join(this.root, `.old-${name}`);
+    if (!existsSync(aside)) return;
+    const dir = join(this.root, name);
+    if (existsSync(join(dir, 'state.json'))) {
+      rmSync(aside, { recursive: true, force: true });
+    } else {
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(aside, dir);
+    }
   }
 
   /** The temporary directory every rank writes checkpoint `globalStep` into (created). */
@@ -87,7 +111,9 @@ export class CheckpointManager {
 
   /**
    * Rank 0, after every rank has written: writes `state.json`, renames the temporary directory into place, points
-   * `latest` to it and deletes checkpoints beyond `keep`.
+   * `latest` to it and deletes checkpoints beyond `keep`. A checkpoint of the same name (a resumed run passing the
+   * same step again) is first renamed to `.old-<name>` and deleted only after the new one is in place, so a process
+   * killed in between still finds a complete checkpoint ({@link latest} and {@link cleanStale} take the old copy).
    * @returns the final directory
    */
   commit(globalStep: number, state: CheckpointState): string {
@@ -95,9 +121,12 @@ export class CheckpointManager {
     const tmp = join(this.root, `.tmp-${name}`);
     writeFileAtomic(join(tmp, 'state.json'), new TextEncoder().encode(`${JSON.stringify(state, null, 1)}\n`));
     const dir = join(this.root, name);
-    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    const aside = join(this.root, `.old-${name}`);
+    this.settle(name);
+    if (existsSync(dir)) renameSync(dir, aside);
     renameSync(tmp, dir);
     writeFileAtomic(join(this.root, 'latest'), new TextEncoder().encode(`${name}\n`));
+    rmSync(aside, { recursive: true, force: true });
     const all = readdirSync(this.root)
       .filter((f) => /^step-\d{8}$/.test(f))
       .sort();

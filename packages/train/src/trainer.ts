@@ -348,7 +348,6 @@ export async function trainRank(comm: Communicator, options: TrainRankOptions): 
         numClasses: cfg.num_classes,
         embeddingSize: backbone.embeddingSize,
         network: cfg.network,
-        rng: [],
         wallTime: Date.now() / 1000,
       };
       const final = ckpt.commit(globalStep, state);
