@@ -97,7 +97,7 @@ export async function createCommunicator(options: CreateCommunicatorOptions = {}
       return MpiCommunicator.world({ timeoutMs: options.timeoutMs });
     case 'nccl': {
       const device = options.device ?? ncclDevice(env);
-      if (launchedByMpi(env)) return NcclCommunicator.create({ bootstrap: { communicator: MpiCommunicator.world({ timeoutMs: options.timeoutMs }) }, device });
+      if (launchedByMpi(env)) return NcclCommunicator.create({ bootstrap: { communicator: MpiCommunicator.world({ timeoutMs: options.timeoutMs }) }, device, timeoutMs: options.timeoutMs });
       const file = env.PFC_NCCL_ID_FILE;
       const rank = intEnv(env, 'PFC_RANK');
       const worldSize = intEnv(env, 'PFC_WORLD_SIZE');
@@ -106,7 +106,7 @@ export async function createCommunicator(options: CreateCommunicatorOptions = {}
           details: { backend },
         });
       }
-      return NcclCommunicator.create({ bootstrap: { file, rank, worldSize, timeoutMs: options.timeoutMs }, device });
+      return NcclCommunicator.create({ bootstrap: { file, rank, worldSize, timeoutMs: options.timeoutMs }, device, timeoutMs: options.timeoutMs });
     }
     default:
       throw new PfcError('E_ARGUMENT', `createCommunicator: argument 'backend' must be one of ${COLLECTIVE_BACKENDS.join(', ')}, got ${JSON.stringify(backend)}`);

@@ -1,14 +1,20 @@
 /**
- * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|stall|close-on-error|info|mismatch <timeoutMs> <outDir>`.
+ * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|stall|close-on-error|info|mismatch|nccl-unavailable <timeoutMs> <outDir>`.
  * Each rank writes `<outDir>/rank-<r>.json` (mpirun splits long stdout lines of different ranks).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runConformance } from '../conformance';
 import type { Communicator } from '../communicator';
-import { runRank } from '../factory';
+import { createCommunicator, runRank } from '../factory';
 
 async function main(mode: string, timeoutMs: number, outDir: string): Promise<void> {
+  if (mode === 'nccl-unavailable') {
+    // The NCCL backend under mpirun on a machine without NCCL: what each rank is told.
+    const err = (await createCommunicator({ backend: 'nccl', timeoutMs }).catch((e: unknown) => e)) as { code?: string; message?: string };
+    writeFileSync(join(outDir, `rank-${process.env.OMPI_COMM_WORLD_RANK ?? 0}.json`), JSON.stringify({ code: err.code, message: err.message }));
+    return;
+  }
   await runRank(
     async (comm: Communicator) => {
       if (mode === 'conformance') {
