@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
 import { PfcError, type BackendName } from '@pfc/core';
-import { formatConfig, loadConfig } from './config';
+import { formatConfig, loadConfig, parseOverrides } from './config';
 import { launchBackendFromEnv, launchTraining, type LaunchBackend } from './launch';
 
 const BACKENDS: readonly LaunchBackend[] = ['threads', 'local', 'mpi', 'nccl'];
@@ -55,19 +55,7 @@ Outputs (config field output): training.log lines on stdout, tensorboard/ event 
 epoch and every checkpoint_steps; 'latest' names the newest complete one), model.safetensors and model.onnx.`,
     )
     .action(async (opts: Record<string, unknown>) => {
-      const overrides: Record<string, unknown> = {};
-      for (const kv of (opts.set as string[] | undefined) ?? []) {
-        const i = kv.indexOf('=');
-        if (i < 1) throw new PfcError('E_ARGUMENT', `pfc-train: --set expects field=value, got '${kv}'`);
-        const raw = kv.slice(i + 1);
-        let v: unknown;
-        try {
-          v = JSON.parse(raw);
-        } catch {
-          v = raw;
-        }
-        overrides[kv.slice(0, i)] = v;
-      }
+      const overrides = parseOverrides((opts.set as string[] | undefined) ?? [], 'pfc-train');
       if (opts.rec) overrides.rec = opts.rec;
       if (opts.output) overrides.output = opts.output;
       if (opts.resume) overrides.resume = true;

@@ -305,6 +305,29 @@ export function loadConfig(path: string, overrides: Record<string, unknown> = {}
   return cfg;
 }
 
+/**
+ * Parses `field=value` config overrides (the CLIs' `--set`): each value as JSON when it parses (`64`, `0.1`, `true`,
+ * `[1,0.5,0]`), else as the plain string. Field names and values are checked later by {@link resolveConfig}.
+ * @param pairs `field=value` strings
+ * @param who the program named in the error (`E_ARGUMENT` for an entry without `=`)
+ */
+export function parseOverrides(pairs: readonly string[], who: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const kv of pairs) {
+    const i = kv.indexOf('=');
+    if (i < 1) throw new PfcError('E_ARGUMENT', `${who}: --set expects field=value, got '${kv}'`);
+    const raw = kv.slice(i + 1);
+    let v: unknown;
+    try {
+      v = JSON.parse(raw);
+    } catch {
+      v = raw;
+    }
+    out[kv.slice(0, i)] = v;
+  }
+  return out;
+}
+
 /** The resolved config as the reference logs it at start-up: one `": key<spaces to column 25>value"` line per field. */
 export function formatConfig(cfg: TrainConfig): string[] {
   return Object.entries(cfg).map(([k, v]) => `: ${k}${' '.repeat(Math.max(1, 25 - k.length))}${Array.isArray(v) ? `(${v.join(', ')})` : formatValue(v)}`);

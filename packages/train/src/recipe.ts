@@ -1,9 +1,10 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { join, resolve } from 'node:path';
 import { PfcError, initBackend, type BackendName } from '@pfc/core';
 import { encodeJpeg, synthIdentityImage, synthIdentitySeed, writeSynthRec, type SynthOptions } from '@pfc/data';
 import { ARCFACE_TEMPLATE, evaluateIjb, functionEmbedder, writeIjbProtocol, writeVerificationBin, type IjbImageSpec } from '@pfc/eval';
-import { resolveConfig, type TrainConfig } from './config';
+import { parseOverrides, resolveConfig, type TrainConfig } from './config';
 import { launchBackendFromEnv, launchTraining, type LaunchBackend } from './launch';
 import { backboneFromConfig, embedImages, verify, type TrainResult } from './trainer';
 import { loadVerificationSet } from './verification';
@@ -231,15 +232,17 @@ export async function runRecipe(name: string, recipe: Record<string, unknown>, o
   return { config, results, verification, ijbTable, ijbTar, seconds: (Date.now() - t0) / 1000, rank: 0 };
 }
 
-const RECIPE_HELP = (name: string) => `Usage: npm run train -- [options]
+const RECIPE_HELP = (name: string, sampleRate: unknown) => `Usage: npm run train -- [options]
 
-Runs the ${name} recipe. Without --data: the embedded synthetic default (synthesizes a learnable identity set as
-.rec/.idx, a verification .bin and an IJB-format protocol of held-out identities, trains a small iResNet with
-Partial FC on 2 ranks, prints the TAR@FAR table and the verification accuracy).
+Runs the ${name} recipe (sample rate ${sampleRate}). Without --data: the embedded synthetic default (synthesizes a
+learnable identity set as .rec/.idx, a verification .bin and an IJB-format protocol of held-out identities, trains a
+small iResNet with Partial FC on 2 ranks, prints the TAR@FAR table and the verification accuracy).
 
 Options:
   --data <dir>            dataset directory with train.rec/train.idx and the val_targets .bin files
-  --world-size <n>        data-parallel ranks (default 2)
+  --sample-rate <r>       Partial FC sample rate in (0, 1] (default ${sampleRate}: the recipe's); 1.0 = every class center
+  --set <field=value>     override a config field (JSON value; repeatable), e.g. --set batch_size=64 --set lr=0.2
+  --world-size <n>        data-parallel ranks (default 2; under mpirun: the job's -np)
   --backend <b>           threads | local | mpi | nccl (default: $PFC_COLLECTIVE, else mpi under mpirun, else threads)
   --tensor-backend <b>    wasm | cpu | tensorflow | tensorflow-gpu (default wasm)
   --work-dir <dir>        outputs (default work_dirs/${name})
@@ -248,22 +251,24 @@ Options:
 
 Examples:
   npm run train
+  npm run train -- --sample-rate ${sampleRate === 1 ? '0.1' : '1.0'} --work-dir work_dirs/${name}_sr${sampleRate === 1 ? '0.1' : '1.0'}
   npm run train -- --data /train_tmp/${name === 'glint360k' ? 'glint360k' : 'faces_emore'} --world-size 8 --tensor-backend tensorflow-gpu
   npm run train -- --resume
 `;
 
 /**
- * The examples' command line: parses `argv` (`--data`, `--world-size`, `--backend`, `--tensor-backend`,
- * `--work-dir`, `--resume`, `--help`) and runs {@link runRecipe}. Returns the exit code (errors are printed).
+ * Parses the examples' command line into {@link runRecipe} options (without `log`), or `'help'`. Throws
+ * `E_ARGUMENT` on an unknown option or a malformed value.
  */
-export async function recipeMain(name: string, recipe: Record<string, unknown>, argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
-  const { parseArgs } = await import('node:util');
-  let values: Record<string, string | boolean | undefined>;
+export function parseRecipeArgs(argv: string[]): Omit<RecipeOptions, 'log'> | 'help' {
+  let values: { [k: string]: string | boolean | string[] | undefined };
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         data: { type: 'string' },
+        'sample-rate': { type: 'string' },
+        set: { type: 'string', multiple: true },
         'world-size': { type: 'string' },
         backend: { type: 'string' },
         'tensor-backend': { type: 'string' },
@@ -273,23 +278,51 @@ export async function recipeMain(name: string, recipe: Record<string, unknown>, 
       },
     }));
   } catch (err) {
-    out(`${(err as Error).message}\n\n${RECIPE_HELP(name)}`);
+    throw new PfcError('E_ARGUMENT', (err as Error).message, { cause: err });
+  }
+  if (values.help) return 'help';
+  const overrides = parseOverrides((values.set as string[] | undefined) ?? [], 'npm run train');
+  const sr = values['sample-rate'] as string | undefined;
+  if (sr !== undefined) {
+    const r = Number(sr);
+    // resolveConfig accepts 0 (the reference's "no sampling" spelling is 1.0); a recipe run needs a real rate.
+    if (sr.trim() === '' || !(r > 0 && r <= 1)) throw new PfcError('E_ARGUMENT', `npm run train: --sample-rate must be a number in (0, 1], got '${sr}'`);
+    overrides.sample_rate = r;
+  }
+  const ws = values['world-size'] as string | undefined;
+  if (ws !== undefined && !/^[1-9]\d*$/.test(ws)) throw new PfcError('E_ARGUMENT', `npm run train: --world-size must be a positive integer, got '${ws}'`);
+  return {
+    ...(values.data ? { data: values.data as string } : {}),
+    ...(ws ? { worldSize: Number(ws) } : {}),
+    ...(values.backend ? { backend: values.backend as LaunchBackend } : {}),
+    ...(values['tensor-backend'] ? { tensorBackend: values['tensor-backend'] as BackendName } : {}),
+    ...(values['work-dir'] ? { workDir: values['work-dir'] as string } : {}),
+    ...(values.resume ? { resume: true } : {}),
+    ...(Object.keys(overrides).length ? { overrides } : {}),
+  };
+}
+
+/**
+ * The examples' command line: parses `argv` (`--data`, `--sample-rate`, `--set field=value`, `--world-size`,
+ * `--backend`, `--tensor-backend`, `--work-dir`, `--resume`, `--help`; see {@link parseRecipeArgs}) and runs
+ * {@link runRecipe}. Returns the exit code (0 done, 1 error, 2 usage; errors are printed).
+ */
+export async function recipeMain(name: string, recipe: Record<string, unknown>, argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  const help = RECIPE_HELP(name, recipe.sample_rate ?? 1);
+  let options: Omit<RecipeOptions, 'log'>;
+  try {
+    const parsed = parseRecipeArgs(argv);
+    if (parsed === 'help') {
+      out(help);
+      return 0;
+    }
+    options = parsed;
+  } catch (err) {
+    out(`${(err as Error).message}\n\n${help}`);
     return 2;
   }
-  if (values.help) {
-    out(RECIPE_HELP(name));
-    return 0;
-  }
   try {
-    const r = await runRecipe(name, recipe, {
-      ...(values.data ? { data: values.data as string } : {}),
-      ...(values['world-size'] ? { worldSize: Number(values['world-size']) } : {}),
-      ...(values.backend ? { backend: values.backend as LaunchBackend } : {}),
-      ...(values['tensor-backend'] ? { tensorBackend: values['tensor-backend'] as BackendName } : {}),
-      ...(values['work-dir'] ? { workDir: values['work-dir'] as string } : {}),
-      ...(values.resume ? { resume: true } : {}),
-      log: (l) => out(`${l}\n`),
-    });
+    const r = await runRecipe(name, recipe, { ...options, log: (l) => out(`${l}\n`) });
     if (r.rank === 0) out(`done in ${(r.seconds / 60).toFixed(1)} min; outputs in ${r.config.output}\n`);
     return 0;
   } catch (err) {
