@@ -57,8 +57,13 @@ export async function launchTraining(args: RankArgs, options: LaunchOptions = {}
   switch (backend) {
     case 'local':
       return runLocal(worldSize, (comm) => trainThreadRank(comm, rankArgs), { timeoutMs });
-    case 'threads':
-      return runThreads<TrainResult, RankArgs>(worldSize, { module: entryModule(), export: 'trainThreadRank', args: rankArgs, timeoutMs });
+    case 'threads': {
+      // Rank 0's stderr in its worker is a pipe; the bar is drawn when this (the main) thread's stderr is a terminal.
+      const stderr = process.stderr;
+      const tty = rankArgs.progressTty ?? (stderr.isTTY ? { columns: stderr.columns } : undefined);
+      const args: RankArgs = tty ? { ...rankArgs, progressTty: tty } : rankArgs;
+      return runThreads<TrainResult, RankArgs>(worldSize, { module: entryModule(), export: 'trainThreadRank', args, timeoutMs });
+    }
     case 'mpi':
     case 'nccl': {
       // One rank per process; a failing rank aborts the whole job instead of leaving the others waiting.
@@ -86,6 +91,6 @@ export async function launchTraining(args: RankArgs, options: LaunchOptions = {}
 
 function pick(a: RankArgs): Partial<RankArgs> {
   const out: Partial<RankArgs> = {};
-  for (const k of ['tensorBackend', 'verificationFiles', 'maxSteps', 'quiet', 'hangInCheckpointAt'] as const) if (a[k] !== undefined) (out as Record<string, unknown>)[k] = a[k];
+  for (const k of ['tensorBackend', 'verificationFiles', 'maxSteps', 'quiet', 'hangInCheckpointAt', 'progressTty'] as const) if (a[k] !== undefined) (out as Record<string, unknown>)[k] = a[k];
   return out;
 }

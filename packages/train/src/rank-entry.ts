@@ -1,5 +1,6 @@
 import { existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { initBackend, type BackendName } from '@pfc/core';
 import type { Communicator } from '@pfc/collective';
 import type { TrainConfig } from './config';
@@ -18,6 +19,25 @@ export interface RankArgs {
   quiet?: boolean;
   /** Testing hook (the CLI's `PFC_TRAIN_HANG_IN_CHECKPOINT`): block inside the write of the checkpoint of this step. */
   hangInCheckpointAt?: number;
+  /**
+   * Draw rank 0's progress bar as on a terminal `columns` wide. `launchTraining` sets it for worker-thread ranks when
+   * the launching process's stderr is a TTY: a worker's own stderr is a pipe to the main thread (never a TTY), though
+   * what it writes ends up on that terminal.
+   */
+  progressTty?: { columns?: number };
+}
+
+/**
+ * A writable that forwards to `sink` and reports itself as a TTY `columns` wide, so a progress bar drawn in a worker
+ * thread (whose stderr is a pipe to the main thread) redraws on the main thread's terminal.
+ */
+export function ttyStream(sink: NodeJS.WritableStream, columns?: number): Writable & { isTTY: true; columns?: number } {
+  const w = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      sink.write(chunk, (err) => callback(err ?? null));
+    },
+  });
+  return Object.assign(w, { isTTY: true as const, ...(columns !== undefined ? { columns } : {}) });
 }
 
 /** The `.bin` files a config names that exist: `<rec>/<name>.bin` for each `val_targets` entry. */
@@ -40,7 +60,7 @@ export async function trainThreadRank(comm: Communicator, args: RankArgs): Promi
     verification,
     ...(args.maxSteps !== undefined ? { maxSteps: args.maxSteps } : {}),
     ...(args.quiet ? { log: null } : {}),
-    ...(comm.rank === 0 ? { progressStream: process.stderr } : {}),
+    ...(comm.rank === 0 ? { progressStream: args.progressTty ? ttyStream(process.stderr, args.progressTty.columns) : process.stderr } : {}),
     ...(hangAt !== undefined
       ? {
           onCheckpointWritten: ({ globalStep, rank }: { globalStep: number; rank: number }) => {
