@@ -51,6 +51,8 @@ describe('pfc-train progress bar with worker-thread ranks', () => {
     // cli-progress hides the cursor and redraws `train [bar] done/total …` (6 steps on 2 ranks).
     expect(p.stdout).toContain('\x1B[?25l');
     expect(p.stdout).toMatch(/train \[[^\]]+\] 6\/6 /);
+    // The last frame and the cursor's return arrive before the worker is terminated.
+    expect(p.stdout.lastIndexOf('\x1B[?25h')).toBeGreaterThan(p.stdout.lastIndexOf('\x1B[?25l'));
   }, 300_000);
 
   it('prints plain lines only when stderr is a pipe', () => {

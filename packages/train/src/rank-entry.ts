@@ -55,21 +55,28 @@ export async function trainThreadRank(comm: Communicator, args: RankArgs): Promi
   const files = args.verificationFiles ?? verificationFilesOf(cfg);
   const verification = comm.rank === 0 ? await Promise.all(files.map((f) => loadVerificationSet(f, cfg.image_size))) : [];
   const hangAt = args.hangInCheckpointAt;
-  return trainRank(comm, {
-    config: cfg,
-    verification,
-    ...(args.maxSteps !== undefined ? { maxSteps: args.maxSteps } : {}),
-    ...(args.quiet ? { log: null } : {}),
-    ...(comm.rank === 0 ? { progressStream: args.progressTty ? ttyStream(process.stderr, args.progressTty.columns) : process.stderr } : {}),
-    ...(hangAt !== undefined
-      ? {
-          onCheckpointWritten: ({ globalStep, rank }: { globalStep: number; rank: number }) => {
-            if (globalStep !== hangAt || rank !== 0) return;
-            // Synchronous: the thread blocks next, so an asynchronous pipe write would never be flushed.
-            writeSync(1, `hanging inside the checkpoint write of step ${globalStep}\n`);
-            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600_000);
-          },
-        }
-      : {}),
-  });
+  const tty = comm.rank === 0 && args.progressTty ? ttyStream(process.stderr, args.progressTty.columns) : null;
+  try {
+    return await trainRank(comm, {
+      config: cfg,
+      verification,
+      ...(args.maxSteps !== undefined ? { maxSteps: args.maxSteps } : {}),
+      ...(args.quiet ? { log: null } : {}),
+      ...(comm.rank === 0 ? { progressStream: tty ?? process.stderr } : {}),
+      ...(hangAt !== undefined
+        ? {
+            onCheckpointWritten: ({ globalStep, rank }: { globalStep: number; rank: number }) => {
+              if (globalStep !== hangAt || rank !== 0) return;
+              // Synchronous: the thread blocks next, so an asynchronous pipe write would never be flushed.
+              writeSync(1, `hanging inside the checkpoint write of step ${globalStep}\n`);
+              Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600_000);
+            },
+          }
+        : {}),
+    });
+  } finally {
+    // The launcher terminates a worker as soon as every rank has returned; wait until the main thread has the bar's
+    // last frame and the escape codes that show the cursor again, or the terminal is left without a cursor.
+    if (tty) await new Promise<void>((resolve) => tty.end(() => resolve()));
+  }
 }
