@@ -226,13 +226,20 @@ export interface ImportedOnnx {
   folded: boolean;
 }
 
+/** Nodes that compute the identity at inference (an exporter may leave them between layers). */
+const PASS_THROUGH = new Set(['Identity', 'Dropout', 'Cast']);
+
 /**
- * Reads an iResNet or MobileFaceNet ONNX graph (ours, or the reference's `torch2onnx.py` export, with or without
- * BatchNorm folding) into a config and a PyTorch-layout state dict. The config is inferred from the convolution
- * shapes and verified by walking the architecture over the graph's nodes; a graph that is not such a backbone is
- * an `E_ONNX` error saying what did not match. A convolution whose BatchNorm was folded is loaded with an identity
- * BatchNorm (weight 1, running mean 0, running var 1 − eps) whose bias is the folded bias: the same inference
- * function, ready for fine-tuning.
+ * Reads an iResNet or MobileFaceNet ONNX graph (ours, the reference's `torch2onnx.py` export, or any
+ * `torch.onnx.export` of the reference modules: with or without BatchNorm folding, initializers named by state-dict
+ * keys or auto-named `onnx::Conv_123`, PRelu slopes through Unsqueeze, bias-free Linear as MatMul over a Transpose)
+ * into a config and a PyTorch-layout state dict. The config is inferred from the convolution shapes, then the
+ * architecture is walked along the graph's data flow from its input: each layer must be a node of the expected type
+ * reading the previous layer's output, so node order and names do not matter, and a graph that is not such a
+ * backbone is an `E_ONNX` error saying which layer did not match. A convolution whose BatchNorm was folded is loaded
+ * with an identity BatchNorm (weight 1, running mean 0, running var 1 − eps) whose bias is the folded bias: the same
+ * inference function, ready for fine-tuning. A convolution bias in front of a kept BatchNorm moves into its running
+ * mean (exact).
  */
 export function importOnnx(bytes: Uint8Array, source = '<buffer>'): ImportedOnnx {
   const fail = (msg: string) => new PfcError('E_ONNX', `${source}: ${msg}`, { details: { file: source } });
@@ -247,43 +254,86 @@ export function importOnnx(bytes: Uint8Array, source = '<buffer>'): ImportedOnnx
   const tensors = new Map<string, DecodedTensor>();
   for (const t of graph.initializer ?? []) tensors.set(t.name, t);
   const producers = new Map<string, DecodedNode>();
+  const consumers = new Map<string, DecodedNode[]>();
   for (const n of graph.node) {
     for (const o of n.output) producers.set(o, n);
+    for (const i of n.input) {
+      if (!consumers.has(i)) consumers.set(i, []);
+      consumers.get(i)!.push(n);
+    }
     if (n.op_type === 'Constant') {
       const a = n.attribute.find((x) => x.name === 'value') as unknown as { t?: DecodedTensor } | undefined;
       if (a?.t) tensors.set(n.output[0]!, a.t);
     }
   }
+  const attr = (n: DecodedNode, name: string) => n.attribute.find((a) => a.name === name);
   const valueOf = (name: string, depth = 0): { dims: number[]; data: Float32Array } => {
     const t = tensors.get(name);
     if (t) return { dims: t.dims.map(toNum), data: tensorData(t, fail) };
     const p = producers.get(name);
-    if (p && depth < 4 && ['Identity', 'Unsqueeze', 'Reshape', 'Cast'].includes(p.op_type)) return valueOf(p.input[0]!, depth + 1);
+    if (p && depth < 4 && ['Identity', 'Unsqueeze', 'Squeeze', 'Reshape', 'Cast'].includes(p.op_type)) return valueOf(p.input[0]!, depth + 1);
+    if (p && depth < 4 && p.op_type === 'Transpose') {
+      // PyTorch exports a bias-free Linear as MatMul(x, Transpose(weight)) when constants are not folded.
+      const v = valueOf(p.input[0]!, depth + 1);
+      const perm = (attr(p, 'perm')?.ints ?? [1, 0]).map(toNum);
+      if (v.dims.length === 2 && perm.join() === '1,0') {
+        const [r, c] = v.dims as [number, number];
+        const data = new Float32Array(r * c);
+        for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) data[j * r + i] = v.data[i * c + j]!;
+        return { dims: [c, r], data };
+      }
+    }
     throw fail(`tensor '${name}' is not a constant (initializer) but the architecture needs its value`);
   };
+  const isConstant = (name: string) => {
+    try {
+      valueOf(name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const convs = graph.node.filter((n) => n.op_type === 'Conv');
-  const cfg = inferConfig(convs, graph.node, valueOf, fail, graph.input?.[0]?.type?.tensor_type?.shape?.dim);
-  // Walk the architecture, consuming each op type's nodes in graph order.
-  const queues = new Map<string, DecodedNode[]>();
-  for (const n of graph.node) {
-    const key = n.op_type === 'MatMul' ? 'Gemm' : n.op_type;
-    if (!queues.has(key)) queues.set(key, []);
-    queues.get(key)!.push(n);
-  }
-  const take = (op: string, what: string) => {
-    const n = queues.get(op)?.shift();
-    if (!n) throw fail(`graph ends early: no ${op} node left for ${what} of ${describe(cfg)}`);
+  // With `keep_initializers_as_inputs` the weights are graph inputs too: the image is the input that is not a weight.
+  const dataInput = (graph.input ?? []).find((i) => !tensors.has(i.name));
+  const cfg = inferConfig(convs, graph.node, valueOf, fail, dataInput?.type?.tensor_type?.shape?.dim);
+
+  const used = new Set<DecodedNode>();
+  /** `value` and the names it reaches through identity-like nodes. */
+  const aliases = (value: string): Set<string> => {
+    const out = new Set([value]);
+    for (const v of out) for (const n of consumers.get(v) ?? []) if (PASS_THROUGH.has(n.op_type) && n.input[0] === v && n.output[0]) out.add(n.output[0]);
+    return out;
+  };
+  /** The unused node of one of `opTypes` whose data input is `value` (for Add: either input). */
+  const next = (value: string, opTypes: readonly string[]): DecodedNode | undefined => {
+    const names = aliases(value);
+    for (const v of names) {
+      for (const n of consumers.get(v) ?? []) {
+        if (used.has(n) || !opTypes.includes(n.op_type)) continue;
+        if (n.op_type === 'Add' ? n.input.includes(v) : n.input[0] === v) return n;
+      }
+    }
+    return undefined;
+  };
+  const take = (value: string, opTypes: readonly string[], what: string): DecodedNode => {
+    const n = next(value, opTypes);
+    if (!n) {
+      const readers = [...aliases(value)].flatMap((v) => (consumers.get(v) ?? []).filter((c) => !PASS_THROUGH.has(c.op_type) && !used.has(c)).map((c) => c.op_type));
+      const feeds = readers.length ? `it feeds ${[...new Set(readers)].join('/')}` : 'nothing else reads it';
+      throw fail(`${what}: no ${opTypes.join('/')} node reads '${value}' (${feeds}) in ${describe(cfg)}`);
+    }
+    used.add(n);
     return n;
   };
   const state: StateDict = new Map();
   const f32 = (shape: number[], data: Float32Array): StateTensor => ({ dtype: 'float32', shape, data });
   let folded = false;
-  type V = { c: number; h: number; w: number; convBias?: Float32Array } | { f: number; linearBias?: Float32Array };
-  const attr = (n: DecodedNode, name: string) => n.attribute.find((a) => a.name === name);
+  type V = { name: string; c: number; h: number; w: number; bias?: Float32Array } | { name: string; f: number; bias?: Float32Array };
   const ops: Ops<V> = {
     conv(x, name, c: ConvSpec) {
-      const n = take('Conv', name);
       if (!('c' in x)) throw fail(`${name}: convolution on a vector`);
+      const n = take(x.name, ['Conv'], name);
       const w = valueOf(n.input[1]!);
       const expect = [c.out, x.c / c.groups, c.kernel, c.kernel];
       if (w.dims.join() !== expect.join()) throw fail(`${name}: Conv weight has shape [${w.dims.join(', ')}], expected [${expect.join(', ')}] for ${describe(cfg)}`);
@@ -294,73 +344,101 @@ export function importOnnx(bytes: Uint8Array, source = '<buffer>'): ImportedOnnx
         throw fail(`${name}: Conv has group ${group}, strides [${strides.join(', ')}], pads [${pads.join(', ')}]; expected group ${c.groups}, stride ${c.stride}, pad ${c.pad}`);
       }
       state.set(`${name}.weight`, f32(expect, w.data));
-      const b = n.input[2] ? valueOf(n.input[2]).data : undefined;
-      return { c: c.out, h: convOutSize(x.h, c), w: convOutSize(x.w, c), convBias: b };
+      const bias = n.input[2] ? valueOf(n.input[2]).data : undefined;
+      return { name: n.output[0]!, c: c.out, h: convOutSize(x.h, c), w: convOutSize(x.w, c), bias };
     },
     bn(x, name) {
       const C = 'c' in x ? x.c : x.f;
-      const bias = 'c' in x ? x.convBias : x.linearBias;
-      if (bias) {
-        folded = true;
-        const rv = new Float32Array(C).fill(1 - BN_EPS);
-        state.set(`${name}.weight`, f32([C], new Float32Array(C).fill(1)));
-        state.set(`${name}.bias`, f32([C], Float32Array.from(bias)));
-        state.set(`${name}.running_mean`, f32([C], new Float32Array(C)));
-        state.set(`${name}.running_var`, f32([C], rv));
-      } else {
-        const n = take('BatchNormalization', name);
-        const keys = ['weight', 'bias', 'running_mean', 'running_var'];
-        for (let i = 0; i < 4; i++) {
-          const v = valueOf(n.input[i + 1]!);
-          if (v.data.length !== C) throw fail(`${name}: BatchNormalization ${keys[i]} has ${v.data.length} values, expected ${C}`);
-          state.set(`${name}.${keys[i]}`, f32([C], v.data));
-        }
-        const eps = attr(n, 'epsilon')?.f ?? 1e-5;
-        if (Math.abs(eps - BN_EPS) > 1e-9) throw fail(`${name}: BatchNormalization epsilon ${eps}, expected ${BN_EPS}`);
-      }
+      const n = next(x.name, ['BatchNormalization']);
+      const out = (v: string): V => ('c' in x ? { name: v, c: x.c, h: x.h, w: x.w } : { name: v, f: x.f });
       state.set(`${name}.num_batches_tracked`, { dtype: 'int64', shape: [], data: BigInt64Array.of(0n) });
-      return 'c' in x ? { c: x.c, h: x.h, w: x.w } : { f: x.f };
+      if (!n && x.bias) {
+        // Folded into the preceding Conv/Gemm: an identity BatchNorm carries the bias.
+        folded = true;
+        state.set(`${name}.weight`, f32([C], new Float32Array(C).fill(1)));
+        state.set(`${name}.bias`, f32([C], Float32Array.from(x.bias)));
+        state.set(`${name}.running_mean`, f32([C], new Float32Array(C)));
+        state.set(`${name}.running_var`, f32([C], new Float32Array(C).fill(1 - BN_EPS)));
+        return out(x.name);
+      }
+      const node = take(x.name, ['BatchNormalization'], name);
+      const keys = ['weight', 'bias', 'running_mean', 'running_var'];
+      for (let i = 0; i < 4; i++) {
+        const v = valueOf(node.input[i + 1]!);
+        if (v.data.length !== C) throw fail(`${name}: BatchNormalization ${keys[i]} has ${v.data.length} values, expected ${C}`);
+        let data = v.data;
+        // BN(y + b) with running mean μ is BN(y) with running mean μ − b (the reference's layers have no such bias).
+        if (keys[i] === 'running_mean' && x.bias) data = data.map((m, j) => m - x.bias![j]!);
+        state.set(`${name}.${keys[i]}`, f32([C], data));
+      }
+      const eps = attr(node, 'epsilon')?.f ?? 1e-5;
+      if (Math.abs(eps - BN_EPS) > 1e-9) throw fail(`${name}: BatchNormalization epsilon ${eps}, expected ${BN_EPS}`);
+      return out(node.output[0]!);
     },
     prelu(x, name) {
-      const n = take('PRelu', name);
+      const n = take(x.name, ['PRelu'], name);
       const C = 'c' in x ? x.c : x.f;
       const v = valueOf(n.input[1]!);
       if (v.data.length !== C) throw fail(`${name}: PRelu slope has ${v.data.length} values, expected ${C}`);
       state.set(`${name}.weight`, f32([C], v.data));
-      return x;
+      return { ...x, name: n.output[0]! };
     },
-    add: (a) => a,
+    add(a, b) {
+      const other = aliases(b.name);
+      const n = next(a.name, ['Add']);
+      if (!n || !n.input.some((i) => other.has(i))) throw fail(`residual add: no Add node reads both '${a.name}' and '${b.name}' in ${describe(cfg)}`);
+      used.add(n);
+      return { ...a, name: n.output[0]! };
+    },
     flatten(x) {
-      return 'c' in x ? { f: x.c * x.h * x.w } : x;
+      if (!('c' in x)) return x;
+      const n = next(x.name, ['Flatten', 'Reshape', 'Squeeze']);
+      if (n) used.add(n);
+      return { name: n ? n.output[0]! : x.name, f: x.c * x.h * x.w };
     },
     dropout: (x) => x,
     linear(x, name, out, bias) {
-      const n = take('Gemm', name);
       if ('c' in x) throw fail(`${name}: linear layer on a feature map`);
+      const n = take(x.name, ['Gemm', 'MatMul'], name);
       const w = valueOf(n.input[1]!);
       const transB = n.op_type === 'Gemm' ? toNum(attr(n, 'transB')?.i ?? 0) : 0;
-      let data = w.data;
       if (w.data.length !== out * x.f) throw fail(`${name}: ${n.op_type} weight has shape [${w.dims.join(', ')}], expected [${out}, ${x.f}]`);
-      if (!transB) {
-        // Stored [in, out]: transpose to PyTorch's [out, in].
-        data = new Float32Array(out * x.f);
-        for (let i = 0; i < x.f; i++) for (let o = 0; o < out; o++) data[o * x.f + i] = w.data[i * out + o]!;
-      }
+      if (n.op_type === 'Gemm' && toNum(attr(n, 'transA')?.i ?? 0) !== 0) throw fail(`${name}: Gemm with transA = 1`);
+      const alpha = n.op_type === 'Gemm' ? (attr(n, 'alpha')?.f ?? 1) : 1;
+      const beta = n.op_type === 'Gemm' ? (attr(n, 'beta')?.f ?? 1) : 1;
+      const data = new Float32Array(out * x.f);
+      // PyTorch's [out, in]: as stored with transB, else transposed from [in, out].
+      if (transB) for (let k = 0; k < data.length; k++) data[k] = alpha * w.data[k]!;
+      else for (let i = 0; i < x.f; i++) for (let o = 0; o < out; o++) data[o * x.f + i] = alpha * w.data[i * out + o]!;
       state.set(`${name}.weight`, f32([out, x.f], data));
       let b: Float32Array | undefined;
-      if (n.op_type === 'Gemm' && n.input[2]) b = valueOf(n.input[2]).data;
+      let result = n.output[0]!;
+      if (n.op_type === 'Gemm' && n.input[2]) b = valueOf(n.input[2]).data.map((v) => beta * v);
       if (n.op_type === 'MatMul') {
-        const add = queues.get('Add')?.find((a) => a.input.includes(n.output[0]!));
-        if (add) b = valueOf(add.input.find((i) => i !== n.output[0])!).data;
+        const add = next(result, ['Add']);
+        const c = add?.input.find((i) => !aliases(result).has(i));
+        if (add && c && isConstant(c)) {
+          used.add(add);
+          b = valueOf(c).data;
+          result = add.output[0]!;
+        }
       }
-      if (bias) state.set(`${name}.bias`, f32([out], b ?? new Float32Array(out)));
-      else if (b) return { f: out, linearBias: b };
-      return { f: out };
+      if (b && b.length !== out) throw fail(`${name}: bias has ${b.length} values, expected ${out}`);
+      if (bias) {
+        state.set(`${name}.bias`, f32([out], b ?? new Float32Array(out)));
+        return { name: result, f: out };
+      }
+      return { name: result, f: out, bias: b };
     },
   };
-  runArch(cfg, ops, { c: 3, h: cfg.inputSize, w: cfg.inputSize });
-  const left = ['Conv', 'BatchNormalization', 'PRelu', 'Gemm'].filter((k) => (queues.get(k)?.length ?? 0) > 0);
-  if (left.length) throw fail(`graph has more ${left.join('/')} nodes than ${describe(cfg)} (${left.map((k) => queues.get(k)!.length).join('/')} left over)`);
+  const input = dataInput?.name ?? convs[0]!.input[0]!;
+  runArch(cfg, ops, { name: input, c: 3, h: cfg.inputSize, w: cfg.inputSize });
+  const kinds = ['Conv', 'BatchNormalization', 'PRelu', 'Gemm', 'MatMul'];
+  const left = graph.node.filter((n) => kinds.includes(n.op_type) && !used.has(n));
+  if (left.length) {
+    const byType = kinds.map((k) => [k, left.filter((n) => n.op_type === k).length] as const).filter(([, c]) => c > 0);
+    throw fail(`graph has ${byType.map(([k, c]) => `${c} ${k}`).join(', ')} node(s) more than ${describe(cfg)}, first unused: '${left[0]!.output[0]}'`);
+  }
   return { config: cfg, state, folded };
 }
 
