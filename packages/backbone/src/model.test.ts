@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { PfcError, Rng, initBackend } from '@pfc/core';
 import { Backbone, backwardFromEmbeddings, batchNormTrain, createBackbone, BN_EPS } from './model';
-import { resolveConfig } from './arch';
+import { describeArch, resolveConfig } from './arch';
 
 const TINY = { name: 'iresnet' as const, layers: [1, 1, 1, 1], widths: [4, 6, 8, 8], embeddingSize: 8, inputSize: 16 };
 
@@ -161,6 +161,57 @@ describe('Backbone', () => {
     const bound = 1 / Math.sqrt(16);
     expect(Math.max(...fc.map(Math.abs))).toBeLessThanOrEqual(bound);
     expect(Math.max(...fc.map(Math.abs))).toBeGreaterThan(0.9 * bound);
+    model.dispose();
+  });
+
+  it('initialises MobileFaceNet as the reference: conv and linear Kaiming-normal (fan_out, relu), BN 1/0, PReLU 0.25, no FC bias', () => {
+    // mobilefacenet.py `_initialize_weights`: kaiming_normal_(mode='fan_out', nonlinearity='relu') on every Conv2d and
+    // Linear, so std = sqrt(2 / fan_out) with PyTorch's fan_out = size(0) · k · k: out channels times the kernel area,
+    // not divided by groups (depthwise and grouped convs included) and out_features for the Linear.
+    const model = createBackbone('mbf', { seed: 31 });
+    const sd = model.getStateDict();
+    const params = describeArch(resolveConfig('mbf')).params;
+    const weights = params.filter((p) => p.kind === 'conv' || p.kind === 'linear.weight');
+    expect(weights.length).toBe(weights.filter((p) => p.kind === 'conv').length + 1);
+    const kinds = new Set<string>();
+    let pooled = 0;
+    let pooledSq = 0;
+    let within = 0;
+    for (const p of weights) {
+      const w = sd.get(p.name)!.data as Float32Array;
+      const fanOut = p.shape[0]! * (p.shape[2] ?? 1) * (p.shape[3] ?? 1);
+      const sigma = Math.sqrt(2 / fanOut);
+      const n = w.length;
+      const mean = w.reduce((a, b) => a + b, 0) / n;
+      const std = Math.sqrt(w.reduce((a, b) => a + (b - mean) ** 2, 0) / n);
+      // Six standard errors (the std's is sigma/sqrt(2n), the mean's sigma/sqrt(n)); the smallest layer has n = 1152.
+      expect(Math.abs(std / sigma - 1)).toBeLessThan(6 / Math.sqrt(2 * n));
+      expect(Math.abs(mean)).toBeLessThan((6 * sigma) / Math.sqrt(n));
+      for (const v of w) {
+        pooled += v / sigma;
+        pooledSq += (v / sigma) ** 2;
+        if (Math.abs(v) < sigma) within++;
+      }
+      kinds.add(p.kind === 'linear.weight' ? 'linear' : p.shape[1] === 1 ? `depthwise ${p.shape[2]}x${p.shape[3]}` : p.shape[1] === 2 ? 'grouped' : `${p.shape[2]}x${p.shape[3]}`);
+    }
+    expect([...kinds].sort()).toEqual(['1x1', '3x3', 'depthwise 3x3', 'depthwise 7x7', 'grouped', 'linear']);
+    // Pooled over all ~2 M weights standardised by their layer's sigma: a normal law (68.27 % within one sigma; a
+    // uniform of the same std, PyTorch's default Linear/Conv family, has 57.7 %), mean 0 and variance 1.
+    const total = weights.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+    expect(total).toBeGreaterThan(1.9e6);
+    expect(Math.abs(within / total - 0.6827)).toBeLessThan(0.003); // standard error 0.0003
+    expect(Math.abs(pooled / total)).toBeLessThan(0.005); // standard error 0.0007
+    expect(Math.abs(pooledSq / total - 1)).toBeLessThan(0.005); // standard error 0.001
+    for (const p of params) {
+      const d = sd.get(p.name)!.data as Float32Array;
+      if (p.kind === 'bn.weight' || p.kind === 'bn.running_var') expect(d.every((v) => v === 1)).toBe(true);
+      if (p.kind === 'bn.bias' || p.kind === 'bn.running_mean') expect(d.every((v) => v === 0)).toBe(true);
+      if (p.kind === 'prelu') expect(d.every((v) => v === 0.25)).toBe(true);
+    }
+    expect(params.some((p) => p.kind === 'bn.frozen_weight' || p.kind === 'linear.bias')).toBe(false);
+    expect(sd.has('features.layers.2.bias')).toBe(false);
+    // The features BatchNorm1d's affine weight is trainable in mbf (frozen only in iResNet).
+    expect(model.trainableVariables.map((v) => v.name)).toContain('features.layers.3.weight');
     model.dispose();
   });
 
