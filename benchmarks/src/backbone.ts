@@ -4,7 +4,10 @@
  * trainable variable), for r18, r50 and mbf at batch 8 and 32. The baseline beside each row is PyTorch 1.13 on the
  * CPUs of this machine kind (2 threads), measured separately and given to us: r18 forward 14.2 img/s, train
  * 3.6 img/s; r50 forward 7.4, train 2.0 (no mbf figure). Options: `--quick` (batch 8 only),
- * `--nets r18,mbf`, `--batches 8`, `--backend wasm|cpu|...`.
+ * `--nets r18,mbf`, `--batches 8`, `--backend wasm|cpu|...`, `--threads N` (the threaded wasm backend with N threads,
+ * 1 to 8; implies `--backend wasm`; default `PFC_WASM_THREADS`, else 1). A multi-threaded run writes
+ * `results/backbone-<N>threads.{json,md}`, beside the single-threaded `results/backbone.*`, so a 2-thread row can be
+ * read next to PyTorch's 2-thread figures.
  */
 import { availableParallelism } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
@@ -28,7 +31,20 @@ export default async function (args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const nets = (arg(args, '--nets') ?? 'r18,r50,mbf').split(',');
   const batches = (arg(args, '--batches') ?? (quick ? '8' : '8,32')).split(',').map(Number);
-  const info = await initBackend({ backend: arg(args, '--backend') as BackendName | undefined, log: null });
+  const threadsArg = arg(args, '--threads');
+  const threads = threadsArg === undefined ? undefined : Number(threadsArg);
+  let backend = arg(args, '--backend') as BackendName | undefined;
+  if (threads !== undefined) {
+    if (backend !== undefined && backend !== 'wasm') throw new Error(`--threads applies to the wasm backend, not --backend ${backend}`);
+    backend = 'wasm';
+  }
+  // initBackend falls back to one thread when the threaded build cannot start and says why in its log line only.
+  let backendLine = '';
+  const info = await initBackend({ backend, threads, log: (m) => (backendLine = m) });
+  if (threads !== undefined && info.threads !== threads) {
+    throw new Error(`asked for ${threads} wasm threads, the backend runs ${info.threads}: ${backendLine}`);
+  }
+  const multiThreaded = info.tfBackend === 'wasm' && info.threads > 1;
   const rows: Row[] = [];
   // Smaller batches first: a wasm allocation failure aborts the module, and every later row is then left unmeasured.
   let aborted: string | null = null;
@@ -116,12 +132,12 @@ export default async function (args: string[]): Promise<void> {
     }
   }
   writeReport({
-    name: 'backbone',
+    name: multiThreaded ? `backbone-${info.threads}threads` : 'backbone',
     description:
       'Images per second of iResNet-18/50 and MobileFaceNet (112×112, embedding 512) on the selected tfjs backend: inference-mode forward, and forward + backward of a training step (training-mode BatchNorm with running-stat updates, gradients of every trainable variable via backwardFromEmbeddings). Baseline: PyTorch 1.13 CPU on this machine kind, 2 threads (given figures, same batch regime).',
     rows,
     notes: [
-      `backend ${info.name} (${info.tfBackend}), ${info.threads} thread${info.threads === 1 ? '' : 's'}, ${availableParallelism()} logical cores; median of ${quick ? 2 : '1–2'} timed runs after one warm-up (1 for configurations above 60 GMACs per batch).`,
+      `backend ${info.name} (${info.tfBackend}), ${info.threads} thread${info.threads === 1 ? '' : 's'}${multiThreaded ? ' (tfjs threaded-SIMD wasm build)' : ''}, ${availableParallelism()} logical cores; the PyTorch figures are 2 threads; median of ${quick ? 2 : '1–2'} timed runs after one warm-up (1 for configurations above 60 GMACs per batch).`,
       'ratio = ours / PyTorch CPU (higher is better; < 1 means slower). The 2 cores were shared with other engineers’ builds and tests during the run, so absolute numbers are contended.',
       'Backbone training on CPU is for small models and tests (see docs/decisions and engine.md); real runs use tfjs-node-gpu.',
       `Training steps keep every activation until the backward pass (no gradient checkpointing): measured peak ${[...peakPerImage].map(([n, p]) => `${n} ${(p.perImage / 2 ** 20).toFixed(0)} MB`).join(', ')} per image, so steps predicted above 3.5 GB are not attempted on the 4 GB wasm heap (the row says so instead of a speed). Inference frees activations as it goes and runs at any of these batches.`,
