@@ -2,7 +2,7 @@
  * Data pipeline throughput: decode + flip + normalize + batch of 112x112 JPEG faces from a .rec, images per second,
  * through FaceLoader (worker_threads) beside a plain single-thread loop measured in the same run.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '@pfc/core';
@@ -16,18 +16,40 @@ interface Rate {
   rate: number;
   /** CPU microseconds per image, all threads of the process (robust to other load on the machine) */
   cpuUs: number;
+  /** cores' worth of CPU that other processes used meanwhile (null where /proc/stat is missing) */
+  others: number | null;
 }
 
-function measure(t0: number, c0: NodeJS.CpuUsage, n: number): Rate {
+/** Busy CPU time of the whole machine in µs (user + nice + system + irq + softirq + steal), or null off Linux. */
+function machineBusyUs(): number | null {
+  if (!existsSync('/proc/stat')) return null;
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+  return (busy * 1e6) / 100; // USER_HZ = 100 on Linux
+}
+
+interface Start {
+  t0: number;
+  c0: NodeJS.CpuUsage;
+  m0: number | null;
+}
+
+function start(): Start {
+  return { t0: performance.now(), c0: process.cpuUsage(), m0: machineBusyUs() };
+}
+
+function measure({ t0, c0, m0 }: Start, n: number): Rate {
   const c = process.cpuUsage(c0);
-  return { rate: n / ((performance.now() - t0) / 1000), cpuUs: (c.user + c.system) / n };
+  const m1 = machineBusyUs();
+  const wallUs = (performance.now() - t0) * 1000;
+  const own = c.user + c.system;
+  return { rate: n / (wallUs / 1e6), cpuUs: own / n, others: m0 === null || m1 === null ? null : Math.max(0, m1 - m0 - own) / wallUs };
 }
 
 async function baseline(ds: RecordFaceDataset, batchSize: number, images: number, decoder: DecoderName): Promise<Rate> {
   // the simplest correct loop: one image at a time, awaited, in this thread
   const rng = new Rng(0);
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
+  const s0 = start();
   let done = 0;
   while (done < images) {
     const out = new Float32Array(batchSize * 112 * 112 * 3);
@@ -40,7 +62,7 @@ async function baseline(ds: RecordFaceDataset, batchSize: number, images: number
     }
     done += batchSize;
   }
-  return measure(t0, c0, done);
+  return measure(s0, done);
 }
 
 async function loaderRate(ds: RecordFaceDataset, batchSize: number, images: number, workers: number, decoder: DecoderName): Promise<Rate> {
@@ -51,8 +73,7 @@ async function loaderRate(ds: RecordFaceDataset, batchSize: number, images: numb
     break;
   }
   await new Promise((r) => setTimeout(r, 1500));
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
+  const s0 = start();
   let done = 0;
   outer: for (let e = 0; ; e++) {
     for await (const b of loader.epoch(e)) {
@@ -60,7 +81,7 @@ async function loaderRate(ds: RecordFaceDataset, batchSize: number, images: numb
       if (done >= images) break outer;
     }
   }
-  const r = measure(t0, c0, done);
+  const r = measure(s0, done);
   await loader.close();
   return r;
 }
@@ -83,6 +104,8 @@ export default async function (args: string[]): Promise<void> {
           pipeline: workers === 0 ? 'FaceLoader, in-thread (workers 0)' : `FaceLoader, ${workers} workers`,
           'images/s': r.rate,
           'CPU µs/image': r.cpuUs,
+          'ceiling on 2 idle cores (2e6 / CPU µs)': 2e6 / r.cpuUs,
+          'other processes (cores busy)': r.others,
           'baseline images/s (plain single-thread loop)': base.rate,
           'baseline CPU µs/image': base.cpuUs,
           speedup: r.rate / base.rate,
@@ -101,7 +124,7 @@ export default async function (args: string[]): Promise<void> {
         `Target ≥ 1500 images/s on 2 workers; best here ${best.toFixed(0)} images/s.`,
         `${images} images per loader row after one warm-up batch; baseline rows over ${Math.min(images, 2048)} images.`,
         `sharp decodes bit-exactly as PIL (libjpeg-turbo); 'js' is jpeg-js (pure JS, a few levels off, the fallback when sharp cannot load).`,
-        `Load average (1 min) ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after: the 2 cores are shared with other engineers' builds and tests, so wall-clock rows are contended when these exceed ~1. CPU µs/image (user + system over all threads of this process) is much less sensitive to that load: 2 idle cores can run at most 2e6 / (CPU µs/image) images/s.`,
+        `Load average (1 min) ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after: the 2 cores are shared with other engineers' builds and tests, so wall-clock rows are contended when these exceed ~1. CPU µs/image (user + system over all threads of this process) is much less sensitive to that load: 2 idle cores can run at most 2e6 / (CPU µs/image) images/s (the ceiling column). 'other processes' is the machine's busy CPU time from /proc/stat minus this process's, per second of the row: how many of the 2 cores others took meanwhile.`,
       ],
     });
   } finally {
