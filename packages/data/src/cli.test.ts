@@ -1,11 +1,14 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Progress } from '@pfc/core';
 import { main } from './cli';
 import { encodeJpegJs, encodePng } from './image';
 import { packRecord } from './irheader';
 import { RecordIOWriter } from './recordio';
 import { synthIdentityImage } from './synth';
+import { packFolder } from './tools';
 
 let dir: string;
 beforeAll(() => {
@@ -99,13 +102,56 @@ describe('pfc-data', () => {
     for (const p of JSON.parse(r.out).problems) expect(p.message).toContain(String(p.offset));
   });
 
-  it('reports usage errors with exit 2, PfcErrors with their code and exit 1, and has --help with examples', async () => {
+  it('reports usage errors with exit 2, PfcErrors with their code and exit 1', async () => {
     expect((await run('synth', join(dir, 'x'), '--identities', '0', '--per-identity', '2')).code).toBe(2);
     const r = await run('inspect', join(dir, 'missing.rec'));
     expect(r.code).toBe(1);
     expect(r.err).toContain('E_RECORDIO_OPEN');
-    const h = await run('verify', '--help');
+  });
+
+  const commands = ['', 'pack', 'inspect', 'verify', 'index', 'synth', 'unpack'].map((c) => `pfc-data ${c}`.trim());
+  it.each(commands)('%s --help prints usage and an example of itself, exit 0', async (name) => {
+    const h = await run(...name.split(' ').slice(1), '--help');
     expect(h.code).toBe(0);
-    expect(h.out).toContain('Examples:');
+    expect(h.err).toBe('');
+    expect(h.out.startsWith(`Usage: ${name} `)).toBe(true);
+    // an example of this very command, after the heading
+    const examples = h.out.split('\nExamples:\n')[1];
+    expect(examples).toBeDefined();
+    expect(examples).toMatch(new RegExp(`^  \\$ ${name} \\S`, 'm'));
+  });
+});
+
+describe('pack progress', () => {
+  it('prints a plain line per image with count, percent and rate on a non-TTY stream', async () => {
+    const src = join(dir, 'progress-faces');
+    for (const name of ['a', 'b']) {
+      mkdirSync(join(src, name), { recursive: true });
+      for (let j = 0; j < 3; j++) writeFileSync(join(src, name, `${j}.png`), encodePng(synthIdentityImage(name.charCodeAt(0), j)));
+    }
+    let text = '';
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        text += chunk.toString();
+        done();
+      },
+    });
+    expect((stream as { isTTY?: boolean }).isTTY).toBeUndefined(); // so Progress prints lines, not a redrawn bar
+    // intervalMs 0: a line for every tick instead of one per 2 s
+    const progress = new Progress({ total: 6, label: 'pack', unit: 'img', stream, intervalMs: 0 });
+    const res = await packFolder(src, join(dir, 'progress'), { progress });
+    expect(res.images).toBe(6);
+    const lines = text.split('\n');
+    expect(lines.pop()).toBe(''); // every line ends with a newline
+    expect(text).not.toContain('\r'); // no bar redraws
+    expect(lines.map((l) => l.replace(/ [\d.]+ img\/s.*$/, ''))).toEqual([
+      'pack 1/6 (16.7%)',
+      'pack 2/6 (33.3%)',
+      'pack 3/6 (50.0%)',
+      'pack 4/6 (66.7%)',
+      'pack 5/6 (83.3%)',
+      'pack 6/6 (100.0%)',
+    ]);
+    for (const l of lines) expect(l).toMatch(/^pack \d\/6 \(\d+\.\d%\) \d+\.\d img\/s( ETA \S+)?$/);
   });
 });

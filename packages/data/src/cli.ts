@@ -44,7 +44,8 @@ export function createProgram(io: CliIo = defaultIo, exitCode: { code: number } 
     .description('MXNet RecordIO face datasets: pack, inspect, verify, index, synth, unpack')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .exitOverride()
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .addHelpText('after', '\nExamples:\n  $ pfc-data synth data/train --identities 1000 --per-identity 20\n  $ pfc-data verify data/train.rec --size 112x112\n  $ pfc-data pack --help');
 
   program
     .command('pack')

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PfcError } from '@pfc/core';
 import { FolderFaceDataset, RecordFaceDataset } from './dataset';
+import type { FaceDataset } from './dataset';
 import { FaceLoader } from './loader';
 import type { Batch } from './loader';
 import { DistributedSampler } from './sampler';
@@ -224,6 +225,45 @@ describe('FaceLoader', () => {
     const l = new FaceLoader(ds, { batchSize: 4, imageSize: [96, 96], workers: 0 });
     await expect(collect(l.epoch(0))).rejects.toThrow(expect.objectContaining({ code: 'E_IMAGE_SIZE' }));
     ds.close();
+  });
+
+  it.each([
+    { workers: 0, prefetch: 1, bound: 1, given: 'prefetch 1' },
+    { workers: 2, prefetch: 3, bound: 3, given: 'prefetch 3' },
+    { workers: 2, prefetch: undefined, bound: 4, given: 'the default prefetch 2 × workers' },
+  ])('a slow consumer never has more than $bound batch(es) read ahead ($given, workers $workers)', async ({ workers, prefetch, bound }) => {
+    const ds = new RecordFaceDataset(rec);
+    const batchSize = 2;
+    // a batch's records are read when it enters the prefetch queue, before it is decoded: so the batches read but not
+    // yet handed to the consumer bound those decoded and waiting. Unshuffled, sample i belongs to step i / batchSize.
+    let lastRead = -1;
+    const watched: FaceDataset = {
+      length: ds.length,
+      numClasses: ds.numClasses,
+      source: ds.source,
+      keyAt: (i) => ds.keyAt(i),
+      read: (i) => {
+        lastRead = Math.max(lastRead, Math.floor(i / batchSize));
+        return ds.read(i);
+      },
+      close: () => ds.close(),
+    };
+    const l = new FaceLoader(watched, { batchSize, workers, shuffle: false, flip: false, ...(prefetch === undefined ? {} : { prefetch }) });
+    expect(l.stepsPerEpoch).toBe(15);
+    let consumed = 0;
+    let ahead = 0;
+    for await (const b of l.epoch(0)) {
+      expect(b.step).toBe(consumed++);
+      ahead = Math.max(ahead, lastRead + 1 - consumed);
+      await new Promise((r) => setTimeout(r, 20)); // a slow training step: time for an unbounded loader to run ahead
+      ahead = Math.max(ahead, lastRead + 1 - consumed);
+    }
+    await l.close();
+    watched.close();
+    expect(consumed).toBe(15);
+    expect(lastRead).toBe(14);
+    // never more than the bound, and the queue does fill up to it (the loader is not serial)
+    expect(ahead).toBe(bound);
   });
 
   it('loads an image folder through the workers and can be closed mid-epoch', async () => {

@@ -130,14 +130,29 @@ describe('IRHeader', () => {
     expect(classOf(v.header)).toBe(5);
   });
 
-  it('names file, key and offset for a payload shorter than its header', () => {
+  it('throws E_RECORDIO_HEADER naming file, key and offset for a payload shorter than its header', () => {
+    // labels announced by the flag but cut off: 30 bytes hold 1.5 of the 3 float32 labels
     const p = packRecord({ label: [1, 2, 3] }).subarray(0, 30);
-    expect(() => unpackRecord(p, { file: 'x.rec', key: 4, offset: 96 })).toThrow(/x\.rec key 4 at byte offset 96/);
-    try {
-      unpackRecord(Buffer.alloc(10), { file: 'x.rec', key: 1, offset: 0 });
-    } catch (e) {
-      expect(PfcError.is(e, 'E_RECORDIO_HEADER')).toBe(true);
-    }
+    expect(() => unpackRecord(p, { file: 'x.rec', key: 4, offset: 96 })).toThrow(PfcError);
+    expect(() => unpackRecord(p, { file: 'x.rec', key: 4, offset: 96 })).toThrow(
+      expect.objectContaining({
+        code: 'E_RECORDIO_HEADER',
+        message: expect.stringContaining('x.rec key 4 at byte offset 96: flag 3 announces 3 float32 labels'),
+        details: expect.objectContaining({ file: 'x.rec', key: 4, offset: 96, flag: 3, length: 30 }),
+      }),
+    );
+    // shorter than the 24-byte IRHeader itself
+    expect(() => unpackRecord(Buffer.alloc(10), { file: 'y.rec', key: 1, offset: 8 })).toThrow(PfcError);
+    expect(() => unpackRecord(Buffer.alloc(10), { file: 'y.rec', key: 1, offset: 8 })).toThrow(
+      expect.objectContaining({
+        code: 'E_RECORDIO_HEADER',
+        message: expect.stringContaining('y.rec key 1 at byte offset 8: payload of 10 bytes is shorter than the 24-byte IRHeader'),
+        details: expect.objectContaining({ file: 'y.rec', key: 1, offset: 8, length: 10 }),
+      }),
+    );
+    // exactly the header (and exactly the announced labels) is not short
+    expect(unpackRecord(Buffer.alloc(24)).image.length).toBe(0);
+    expect([...unpackRecord(packRecord({ label: [1, 2, 3] })).header.labels!]).toEqual([1, 2, 3]);
   });
 
   it('rejects a label array where a scalar is required, and non-integer classes', () => {
