@@ -72,8 +72,8 @@ describe('world sizes 1, 2, 3 agree (uneven shards: C = 53)', () => {
     await expectCode(runStep(p, 1, { margin: COS, sampleRate: 0.3 }, { sampleIndex: [0] }), 'E_SAMPLE_INDEX');
   });
 
-  it('reports the reference\'s ×worldSize raw gradient relation: per-rank gradients are the true derivative', async () => {
-    // the true derivative does not depend on W (checked above); the reference's raw .grad is W times it
+  it('per-rank embedding gradients are the true derivative: a rank at W = 2 gets the W = 1 gradient of its rows', async () => {
+    // the reference's raw .grad is W times this; vectors.test.ts checks W × ours against its grad_embeddings_raw.npy
     const o2 = await runStep(p, 2, { margin: ARC, dtype: 'float64' });
     const o1 = await runStep(p, 1, { margin: ARC, dtype: 'float64' });
     const g1 = o1[0]!.res.gradEmbeddings;
