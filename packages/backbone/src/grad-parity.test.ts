@@ -11,6 +11,13 @@ import type { BackboneConfig } from './arch';
  */
 const SMALL: BackboneConfig = { name: 'iresnet', layers: [1, 2, 1, 1], widths: [8, 16, 16, 32], embeddingSize: 16, inputSize: 32 };
 
+/**
+ * Gradients that are zero in exact arithmetic: a bias whose output reaches the loss only through a training-mode
+ * BatchNorm, which subtracts the batch mean and so any constant shift (a block's last BatchNorm and its shortcut's
+ * BatchNorm feed the next block's BatchNorms; bn2 and fc feed `features`). Only float32 rounding noise is left there.
+ */
+const VANISHING = /^(layer\d+\.\d+\.(bn3|downsample\.1)|bn2|fc)\.bias$/;
+
 function gradsOn(state: StateDict) {
   const model = createBackbone(SMALL);
   model.loadStateDict(state);
@@ -18,13 +25,14 @@ function gradsOn(state: StateDict) {
   const x = tf.tensor4d(Float32Array.from({ length: 4 * 32 * 32 * 3 }, () => rng.uniform() * 2 - 1), [4, 32, 32, 3]);
   const dEmb = tf.tensor2d(Float32Array.from({ length: 4 * 16 }, () => rng.normal(0, 1)), [4, 16]);
   const grads = backwardFromEmbeddings(model, x, dEmb);
+  const trainable = model.trainableVariables.map((v) => v.name);
   const out = new Map<string, Float32Array>();
   for (const [k, g] of grads) out.set(k, g.dataSync() as Float32Array);
   const emb = model.apply(x).dataSync() as Float32Array;
   const running = model.getStateDict();
   tf.dispose([x, dEmb, ...grads.values()]);
   model.dispose();
-  return { grads: out, emb, running };
+  return { grads: out, trainable, emb, running };
 }
 
 it('wasm gradients of a small iResNet equal the cpu backend within 1e-4 of each tensor’s largest gradient (+1e-5 absolute)', async () => {
@@ -35,6 +43,21 @@ it('wasm gradients of a small iResNet equal the cpu backend within 1e-4 of each 
   const w = gradsOn(init);
   await initBackend({ backend: 'cpu', log: null });
   const c = gradsOn(init);
+  // Both backends return one gradient per trainable variable, under the same names, and none is all zeros except
+  // the VANISHING ones (a backward pass that drops a variable or returns zeros would otherwise agree with itself).
+  expect(c.grads.size).toBeGreaterThan(0);
+  expect([...c.grads.keys()]).toEqual(c.trainable);
+  expect([...w.grads.keys()]).toEqual(c.trainable);
+  for (const [backend, grads] of [['wasm', w.grads], ['cpu', c.grads]] as const) {
+    for (const [name, g] of grads) {
+      expect({ backend, name, length: g.length }).toEqual({ backend, name, length: c.grads.get(name)!.length });
+      const largest = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      // The others' largest gradients are 0.59 or more here; the vanishing ones' are rounding noise, below 3e-6. Both
+      // ways are asserted, so a VANISHING pattern that matched too much or too little would fail too.
+      const expected = VANISHING.test(name) ? largest <= 1e-5 : largest > 1e-2;
+      expect({ backend, name, largest, expected }).toMatchObject({ backend, name, expected: true });
+    }
+  }
   let worst = 0;
   for (const [name, gc] of c.grads) {
     const gw = w.grads.get(name)!;
@@ -44,7 +67,6 @@ it('wasm gradients of a small iResNet equal the cpu backend within 1e-4 of each 
       scale = Math.max(scale, Math.abs(gc[i]!));
       diff = Math.max(diff, Math.abs(gc[i]! - gw[i]!));
     }
-    // float32 on both sides with different reduction orders through ~13 layers: 1e-4 of the tensor's scale.
     // float32 on both sides with different reduction orders through ~14 layers: 1e-4 of the tensor's largest
     // gradient, plus 1e-5 absolute for gradients that are zero in exact arithmetic (biases feeding a training-mode
     // BatchNorm, fc.bias before `features`), where only rounding noise (~1e-6) is left.

@@ -25,6 +25,9 @@ export interface ConformanceOptions {
   large?: number;
 }
 
+/** How much later each rank enters the barrier check than the previous one (rank q waits q times this). */
+const BARRIER_STAGGER_MS = 30;
+
 type Dtype = 'float32' | 'float64' | 'int32' | 'float16';
 const DTYPES: Dtype[] = ['float32', 'float64', 'int32', 'float16'];
 
@@ -77,6 +80,9 @@ function reduce(op: ReduceOp, xs: number[]): number {
  * propagation, broadcast from every root, barrier. Call it on every rank of a group; each rank checks its own
  * results against closed forms. Backends are interchangeable when every check passes on every rank and the
  * digests are equal across backends.
+ *
+ * The barrier check compares `Date.now()` taken on different ranks, so it assumes they read one clock: ranks on one
+ * machine, or machines whose clocks agree to the millisecond.
  */
 export async function runConformance(comm: Communicator, options: ConformanceOptions = {}): Promise<ConformanceReport> {
   const W = comm.worldSize;
@@ -154,7 +160,16 @@ export async function runConformance(comm: Communicator, options: ConformanceOpt
   const wrap = await comm.allReduce(new Int32Array([r === 0 ? 2147483647 : 1, -2147483648 + (r === 0 ? 0 : 0)]), 'sum');
   check('allReduce int32 sum wraps', wrap, [(2147483647 + (W - 1)) | 0, (-2147483648 * W) | 0]);
 
+  // barrier: no rank may leave before the last one entered. Rank q enters BARRIER_STAGGER_MS * q late, so a barrier
+  // that returns early is caught on rank 0: it would leave about (W - 1) * BARRIER_STAGGER_MS before rank W - 1
+  // enters. The times are wall-clock milliseconds compared across ranks (see the note on runConformance).
+  await new Promise((resolve) => setTimeout(resolve, BARRIER_STAGGER_MS * r));
+  const enteredAt = Date.now();
   await comm.barrier();
-  checks.push({ name: 'barrier', ok: true, digest: '' });
+  const leftAt = Date.now();
+  const entered = read(await comm.allGather(Float64Array.of(enteredAt)));
+  const last = entered.indexOf(Math.max(...entered));
+  const early = leftAt < entered[last]!;
+  checks.push({ name: 'barrier', ok: !early, why: early ? `rank ${r} left at ${leftAt} ms, before rank ${last} entered at ${entered[last]} ms (Date.now())` : undefined, digest: '' });
   return { rank: r, worldSize: W, backend: comm.backend, checks };
 }

@@ -1,4 +1,5 @@
 import { PfcError, toFloat16Bits, fromFloat16Bits } from '@pfc/core';
+import { runConformance } from './conformance';
 import { runLocal, createLocalGroup } from './local';
 
 describe('LocalCommunicator', () => {
@@ -21,6 +22,15 @@ describe('LocalCommunicator', () => {
       expect(o.h).toBe(3);
     }
     expect(out.map((o) => o.rs)).toEqual([[6, 12, 18], [24, 30], [36, 42]]);
+  });
+
+  it.each([1, 2, 3])('passes the conformance suite with %i rank(s)', async (n) => {
+    const reports = await runLocal(n, (c) => runConformance(c, { large: 700 }));
+    for (const rep of reports) {
+      expect(rep.backend).toBe('local');
+      expect(rep.checks.map((c) => c.name)).toContain('barrier');
+      expect(rep.checks.filter((c) => !c.ok)).toEqual([]);
+    }
   });
 
   it('a rank that throws makes the others fail with E_RANK_FAILED, nothing hangs', async () => {

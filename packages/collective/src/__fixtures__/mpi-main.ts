@@ -2,7 +2,7 @@
  * A program the MPI tests start under mpirun: `mpi-main.ts conformance|kill|stall|close-on-error|info|mismatch|nccl-unavailable <timeoutMs> <outDir>`.
  * Each rank writes `<outDir>/rank-<r>.json` (mpirun splits long stdout lines of different ranks).
  */
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runConformance } from '../conformance';
 import type { Communicator } from '../communicator';
@@ -29,9 +29,13 @@ async function main(mode: string, timeoutMs: number, outDir: string): Promise<vo
       } else if (mode === 'info') {
         writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, worldSize: comm.worldSize, backend: comm.backend }));
       } else if (mode === 'kill') {
-        // Rank 1 is killed (SIGKILL, no cleanup) in the middle of a run of collectives.
+        // Rank 1 is killed (SIGKILL, no cleanup) in the middle of a run of collectives; it first records when, so
+        // that the test can time the survivors' failure from the kill rather than from the job's start.
         for (let step = 0; step < 1_000_000; step++) {
-          if (comm.rank === 1 && step === 50) process.kill(process.pid, 'SIGKILL');
+          if (comm.rank === 1 && step === 50) {
+            writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, killedAt: Date.now() }));
+            process.kill(process.pid, 'SIGKILL');
+          }
           await comm.allReduce(new Float32Array(1024).fill(1), 'sum');
         }
       } else if (mode === 'stall') {
@@ -55,7 +59,14 @@ async function main(mode: string, timeoutMs: number, outDir: string): Promise<vo
     {
       timeoutMs,
       onError: (err, comm) => {
-        process.stderr.write(`rank ${comm.rank}: ${(err as Error).name} ${(err as { code?: string }).code ?? ''}: ${(err as Error).message}\n`);
+        const failedAt = Date.now();
+        const code = (err as { code?: string }).code;
+        process.stderr.write(`rank ${comm.rank}: ${(err as Error).name} ${code ?? ''}: ${(err as Error).message}\n`);
+        // runRank aborts the MPI job next, so the file is this rank's only record of what failed and when. Written
+        // then renamed: another rank's MPI_Abort may kill this one mid-write, and a half-written file must not be read.
+        const file = join(outDir, `rank-${comm.rank}.json`);
+        writeFileSync(`${file}.part`, JSON.stringify({ rank: comm.rank, failedAt, code, message: (err as Error).message }));
+        renameSync(`${file}.part`, file);
         process.exitCode = 1;
       },
     },

@@ -26,12 +26,12 @@ export interface MpiRun {
   results: unknown[];
 }
 
-/** Runs `mpi-main.ts <mode> <timeoutMs> <outDir>` on `np` ranks; kills mpirun after `killAfterMs`. */
-export async function runMpiMain(np: number, mode: string, timeoutMs: number, killAfterMs = 120_000): Promise<MpiRun> {
+/** Runs `mpi-main.ts <mode> <timeoutMs> <outDir>` on `np` ranks; kills mpirun after `killAfterMs`; `extraArgs` go to mpirun. */
+export async function runMpiMain(np: number, mode: string, timeoutMs: number, killAfterMs = 120_000, extraArgs: readonly string[] = []): Promise<MpiRun> {
   const out = mkdtempSync(join(tmpdir(), 'pfc-mpi-'));
   const script = join(__dirname, 'mpi-main.ts');
   const t0 = Date.now();
-  const child = spawn('mpirun', [...mpirunArgs(np), process.execPath, '--conditions=@pfc/source', '-r', 'tsx/cjs', script, mode, String(timeoutMs), out], {
+  const child = spawn('mpirun', [...mpirunArgs(np), ...extraArgs, process.execPath, '--conditions=@pfc/source', '-r', 'tsx/cjs', script, mode, String(timeoutMs), out], {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: join(__dirname, '..', '..'),
   });
@@ -41,7 +41,9 @@ export async function runMpiMain(np: number, mode: string, timeoutMs: number, ki
   const killer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
   const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
   clearTimeout(killer);
-  const files = readdirSync(out).sort();
+  const files = readdirSync(out)
+    .filter((f) => /^rank-\d+\.json$/.test(f))
+    .sort((a, b) => parseInt(a.slice(5), 10) - parseInt(b.slice(5), 10));
   const results = files.map((f) => JSON.parse(readFileSync(join(out, f), 'utf8')) as unknown);
   rmSync(out, { recursive: true, force: true });
   return { code, signal, output, ms: Date.now() - t0, results };
