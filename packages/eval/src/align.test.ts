@@ -1,5 +1,5 @@
 import { Rng } from '@pfc/core';
-import { ARCFACE_TEMPLATE, alignFace, estimateSimilarity, invertAffine, landmarks68To5, warpAffine } from './align';
+import { ARCFACE_TEMPLATE, alignFace, estimateSimilarity, invertAffine, landmarks68To5, warpAffine, warpAffineBilinear } from './align';
 import type { RgbImage } from './image';
 
 /** A reference least-squares similarity by the normal equations of [p, q, tx, ty] (4×4 solve, no closed form). */
@@ -97,14 +97,16 @@ function synthetic(w: number, h: number): RgbImage {
   return { width: w, height: h, data };
 }
 
-/** Direct bilinear sampling with zero padding, written independently of warpAffine. */
-function directBilinear(img: RgbImage, m: Float64Array, W: number, H: number): Uint8Array {
+/**
+ * Direct bilinear sampling with zero padding, written independently of warpAffine (source coordinates by solving
+ * m·(u, v, 1) = (x, y), weights multiplied out per corner), before rounding: [H, W, 3] float64.
+ */
+function directBilinear(img: RgbImage, m: ArrayLike<number>, W: number, H: number): Float64Array {
   const det = m[0]! * m[4]! - m[1]! * m[3]!;
-  const out = new Uint8Array(W * H * 3);
+  const out = new Float64Array(W * H * 3);
   const at = (x: number, y: number, c: number) => (x < 0 || y < 0 || x >= img.width || y >= img.height ? 0 : img.data[(y * img.width + x) * 3 + c]!);
   for (let y = 0; y < H; y++)
     for (let x = 0; x < W; x++) {
-      // solve m · (u, v, 1) = (x, y)
       const bx = x - m[2]!;
       const by = y - m[5]!;
       const u = (m[4]! * bx - m[1]! * by) / det;
@@ -114,49 +116,229 @@ function directBilinear(img: RgbImage, m: Float64Array, W: number, H: number): U
       const a = u - x0;
       const b = v - y0;
       for (let c = 0; c < 3; c++) {
-        const val = at(x0, y0, c) * (1 - a) * (1 - b) + at(x0 + 1, y0, c) * a * (1 - b) + at(x0, y0 + 1, c) * (1 - a) * b + at(x0 + 1, y0 + 1, c) * a * b;
-        out[(y * W + x) * 3 + c] = Math.round(val);
+        out[(y * W + x) * 3 + c] = at(x0, y0, c) * (1 - a) * (1 - b) + at(x0 + 1, y0, c) * a * (1 - b) + at(x0, y0 + 1, c) * (1 - a) * b + at(x0 + 1, y0 + 1, c) * a * b;
       }
     }
   return out;
 }
 
+/** `cvRound` / `saturate_cast<int>(double)`: round half to even (x86 `cvtsd2si`), written without Math.round. */
+function cvRound(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f; // exact for |v| < 2^52
+  return d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * OpenCV's `BilinearTab_i` (imgwarp.cpp `initInterTab2D(INTER_LINEAR, true)`, unchanged from 3.x to 4.x): for
+ * α = fy·32 + fx the four 15-bit weights of (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1), computed in float32 as
+ * `saturate_cast<short>((1 - fy/32)(1 - fx/32) · 32768)` etc., then corrected so that they sum to 32768.
+ *
+ * Only α = 0 needs the correction: its weight 1.0·32768 saturates to 32767. The correction loop looks for the largest
+ * weight among rows/columns `ksize/2 … ksize/2 + 1` of the cell, which for ksize = 2 are the cell's last weight and
+ * three entries past it (the next cells, still zero); so it adds the missing 1 to the (x0+1, y0+1) weight:
+ * α = 0 is [32767, 0, 0, 1], not [32768, 0, 0, 0]. Emulated here as written (a flat table filled in order).
+ */
+function bilinearTabI(): Int16Array {
+  const TAB = 32;
+  const tab1 = new Float32Array(2 * TAB);
+  const scale = Math.fround(1 / TAB);
+  for (let i = 0; i < TAB; i++) {
+    const x = Math.fround(i * scale);
+    tab1[2 * i] = Math.fround(1 - x);
+    tab1[2 * i + 1] = x;
+  }
+  const saturateShort = (v: number) => Math.max(-32768, Math.min(32767, v));
+  const itab = new Int16Array(TAB * TAB * 4 + 4); // + 4: the correction loop of the last cell reads past the table
+  for (let i = 0; i < TAB; i++)
+    for (let j = 0; j < TAB; j++) {
+      const cell = (i * TAB + j) * 4;
+      let isum = 0;
+      for (let k1 = 0; k1 < 2; k1++)
+        for (let k2 = 0; k2 < 2; k2++) {
+          const v = Math.fround(tab1[2 * i + k1]! * tab1[2 * j + k2]!);
+          itab[cell + k1 * 2 + k2] = saturateShort(cvRound(Math.fround(v * 32768)));
+          isum += itab[cell + k1 * 2 + k2]!;
+        }
+      if (isum !== 32768) {
+        const diff = isum - 32768;
+        const ksize2 = 1; // ksize / 2 for ksize = 2
+        let [Mk1, Mk2, mk1, mk2] = [ksize2, ksize2, ksize2, ksize2];
+        for (let k1 = ksize2; k1 < ksize2 + 2; k1++)
+          for (let k2 = ksize2; k2 < ksize2 + 2; k2++) {
+            if (itab[cell + k1 * 2 + k2]! < itab[cell + mk1 * 2 + mk2]!) [mk1, mk2] = [k1, k2];
+            else if (itab[cell + k1 * 2 + k2]! > itab[cell + Mk1 * 2 + Mk2]!) [Mk1, Mk2] = [k1, k2];
+          }
+        if (diff < 0) itab[cell + Mk1 * 2 + Mk2] = itab[cell + Mk1 * 2 + Mk2]! - diff;
+        else itab[cell + mk1 * 2 + mk2] = itab[cell + mk1 * 2 + mk2]! - diff;
+      }
+    }
+  return itab;
+}
+
+/**
+ * `cv2.warpAffine(src, M, (W, H), flags=INTER_LINEAR, borderMode=BORDER_CONSTANT, borderValue=0)` on CV_8UC3 as
+ * OpenCV 3.x…4.10 computes it (imgwarp.cpp: `warpAffine` inverts M in place, `WarpAffineInvoker` +
+ * `warpAffineBlockline` build 16-bit source coordinates and 5+5-bit table indices, `remapBilinear` with
+ * `FixedPtCast<int, uchar, 15>` interpolates, inlier / border / outside branches as written there).
+ * @returns the image and how many cvRound calls met an exact tie that half-even rounds down (where
+ *   round-half-up would differ)
+ */
+function cvWarpAffineLinear8UC3(img: RgbImage, M0: ArrayLike<number>, W: number, H: number): { data: Uint8Array; evenTies: number } {
+  const M = Array.from(M0);
+  let D = M[0]! * M[4]! - M[1]! * M[3]!;
+  D = D !== 0 ? 1 / D : 0;
+  const A11 = M[4]! * D;
+  const A22 = M[0]! * D;
+  M[0] = A11;
+  M[1]! *= -D;
+  M[3]! *= -D;
+  M[4] = A22;
+  const b1 = -M[0] * M[2]! - M[1]! * M[5]!;
+  const b2 = -M[3]! * M[2]! - M[4] * M[5]!;
+  M[2] = b1;
+  M[5] = b2;
+
+  const INTER_BITS = 5;
+  const TAB = 1 << INTER_BITS;
+  const AB_BITS = Math.max(10, INTER_BITS);
+  const AB_SCALE = 1 << AB_BITS;
+  const roundDelta = AB_SCALE / TAB / 2;
+  let evenTies = 0;
+  const round = (v: number) => {
+    if (v - Math.floor(v) === 0.5 && Math.floor(v) % 2 === 0) evenTies++;
+    return cvRound(v);
+  };
+  const saturateShort = (v: number) => Math.max(-32768, Math.min(32767, v));
+  const adelta = Array.from({ length: W }, (_, x) => round(M[0]! * x * AB_SCALE));
+  const bdelta = Array.from({ length: W }, (_, x) => round(M[3]! * x * AB_SCALE));
+  const wtab = bilinearTabI();
+  const { width: sw, height: sh, data: S } = img;
+  const width1 = Math.max(sw - 1, 0);
+  const height1 = Math.max(sh - 1, 0);
+  const cast = (v: number) => Math.max(0, Math.min(255, (v + (1 << 14)) >> 15));
+  const border = (p: number, n: number) => (p >= 0 && p < n ? p : -1); // borderInterpolate, BORDER_CONSTANT
+  const out = new Uint8Array(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    const X0 = round((M[1]! * y + M[2]!) * AB_SCALE) + roundDelta;
+    const Y0 = round((M[4]! * y + M[5]!) * AB_SCALE) + roundDelta;
+    for (let x = 0; x < W; x++) {
+      const X = (X0 + adelta[x]!) >> (AB_BITS - INTER_BITS);
+      const Y = (Y0 + bdelta[x]!) >> (AB_BITS - INTER_BITS);
+      const sx = saturateShort(X >> INTER_BITS);
+      const sy = saturateShort(Y >> INTER_BITS);
+      const alpha = (Y & (TAB - 1)) * TAB + (X & (TAB - 1));
+      const w = wtab.subarray(alpha * 4, alpha * 4 + 4);
+      const d = (y * W + x) * 3;
+      if (sx >>> 0 < width1 && sy >>> 0 < height1) {
+        for (let k = 0; k < 3; k++) {
+          const s = (sy * sw + sx) * 3 + k;
+          out[d + k] = cast(S[s]! * w[0]! + S[s + 3]! * w[1]! + S[s + sw * 3]! * w[2]! + S[s + sw * 3 + 3]! * w[3]!);
+        }
+      } else if (sx >= sw || sx + 1 < 0 || sy >= sh || sy + 1 < 0) {
+        out[d] = out[d + 1] = out[d + 2] = 0; // cval
+      } else {
+        const [sx0, sx1, sy0, sy1] = [border(sx, sw), border(sx + 1, sw), border(sy, sh), border(sy + 1, sh)];
+        const v = (px: number, py: number, k: number) => (px >= 0 && py >= 0 ? S[(py * sw + px) * 3 + k]! : 0);
+        for (let k = 0; k < 3; k++) out[d + k] = cast(v(sx0, sy0, k) * w[0]! + v(sx1, sy0, k) * w[1]! + v(sx0, sy1, k) * w[2]! + v(sx1, sy1, k) * w[3]!);
+      }
+    }
+  }
+  return { data: out, evenTies };
+}
+
+/**
+ * Forward matrices whose inverse is `[[1 + a/2048, a/2048, c], [−a/2048, 1 − a/2048, f]]` (det 1, a odd, c and f
+ * multiples of 1/1024), so that both inversions are exact and `M·x·1024` (odd x) and `(M·y + c)·1024` (odd a·y)
+ * fall on exact ties: what tells cvRound's half-to-even from half-up.
+ */
+function dyadicWarps(rng: Rng, n: number): Float64Array[] {
+  return Array.from({ length: n }, () => {
+    const a = (2 * rng.int(40) + 1) / 2048;
+    const c = rng.int(30 * 1024) / 1024;
+    const f = rng.int(20 * 1024) / 1024;
+    return invertAffine(Float64Array.from([1 + a, a, c, -a, 1 - a, f]));
+  });
+}
+
+/** The test cases: [name, source, forward matrix, output width, height]. */
+function warpCases(): [string, RgbImage, Float64Array, number, number][] {
+  const img = synthetic(150, 130);
+  const rot = (th: number, s: number, tx: number, ty: number) => Float64Array.from([s * Math.cos(th), -s * Math.sin(th), tx, s * Math.sin(th), s * Math.cos(th), ty]);
+  return [
+    ['similarity from landmarks', img, estimateSimilarity([[40, 50], [95, 48], [70, 75], [48, 100], [92, 99]]), 112, 112],
+    // landmarks near the top-left corner: a third of the crop samples outside the image (border and outside branches)
+    ['crop over the corner', img, estimateSimilarity([[8, 14], [52, 6], [30, 30], [12, 52], [54, 46]]), 112, 112],
+    ['rotation, upscale, non-square output', img, rot(0.7, 1.9, 20, -60), 160, 90],
+    ['rotation by -2.5 rad, downscale', img, rot(-2.5, 0.55, 90, 100), 96, 80],
+    // a 7×5 source blown up 6× into a larger output: every side's partial border samples and far-outside pixels
+    ['tiny source, all borders', synthetic(7, 5), rot(0.05, 6, 4.3, 3.1), 56, 44],
+    ...dyadicWarps(new Rng(9), 6).map((m, i): [string, RgbImage, Float64Array, number, number] => [`dyadic ${i}`, img, m, 112, 112]),
+  ];
+}
+
 describe('warpAffine', () => {
   const img = synthetic(150, 130);
-  const m = estimateSimilarity([[40, 50], [95, 48], [70, 75], [48, 100], [92, 99]]);
 
-  it("float mode equals a direct bilinear reference (a pixel may differ by 1 where x.5 rounding meets float round-off)", () => {
-    const a = warpAffine(img, m, 112, 112, { mode: 'float' }).data;
-    const b = directBilinear(img, m, 112, 112);
-    let maxd = 0;
-    let ndiff = 0;
-    for (let i = 0; i < a.length; i++) {
-      const d = Math.abs(a[i]! - b[i]!);
-      maxd = Math.max(maxd, d);
-      if (d) ndiff++;
+  it("float mode before rounding equals a direct float64 bilinear reference, and its output is that value rounded half up", () => {
+    for (const [name, src, m, W, H] of warpCases()) {
+      const exact = warpAffineBilinear(src, m, W, H);
+      const ref = directBilinear(src, m, W, H);
+      let maxd = 0;
+      for (let i = 0; i < ref.length; i++) maxd = Math.max(maxd, Math.abs(exact[i]! - ref[i]!));
+      // the two ways of inverting m agree on the source coordinates to a few ulps of |u| ≲ 300 (≈ 1e-13 px); times
+      // a pixel step of at most 255 per px, plus a few ulps of the weighted sum: ≲ 1e-10 (measured ≤ 1.5e-11)
+      expect([name, maxd < 1e-10]).toEqual([name, true]);
+      const out = warpAffine(src, m, W, H, { mode: 'float' }).data;
+      const wrong: number[] = [];
+      for (let i = 0; i < out.length; i++) if (out[i] !== Math.floor(exact[i]! + 0.5)) wrong.push(i);
+      expect([name, wrong]).toEqual([name, []]);
+      // so the uint8 output equals the reference rounded, except where the reference is within 1e-10 of a tie
+      for (let i = 0; i < out.length; i++) if (Math.abs((ref[i]! % 1) - 0.5) > 1e-10 && out[i] !== Math.round(ref[i]!)) wrong.push(i);
+      expect([name, wrong]).toEqual([name, []]);
     }
-    expect(maxd).toBeLessThanOrEqual(1);
-    expect(ndiff).toBeLessThan(a.length / 1000);
+    // exact ties: a half-pixel shift averages two integers, (a + b) / 2 with a + b odd rounds up
+    const h = warpAffineBilinear(img, Float64Array.from([1, 0, -0.5, 0, 1, 0]), 8, 4);
+    const hOut = warpAffine(img, Float64Array.from([1, 0, -0.5, 0, 1, 0]), 8, 4, { mode: 'float' }).data;
+    let ties = 0;
+    for (let y = 0; y < 4; y++)
+      for (let x = 0; x < 8; x++)
+        for (let c = 0; c < 3; c++) {
+          const a = img.data[(y * img.width + x) * 3 + c]!;
+          const b = img.data[(y * img.width + x + 1) * 3 + c]!;
+          expect(h[(y * 8 + x) * 3 + c]).toBe((a + b) / 2);
+          expect(hOut[(y * 8 + x) * 3 + c]).toBe(Math.ceil((a + b) / 2));
+          if ((a + b) % 2) ties++;
+        }
+    expect(ties).toBeGreaterThan(10);
   });
 
-  it('opencv mode (1/32-pixel fixed point) stays within 2 levels of exact bilinear inside a smooth image', () => {
-    // the 1/64-pixel coordinate quantisation moves a sample by at most 1/64 px: a few levels where the image meets
-    // the zero border, a fraction of a level on the smooth interior; only interior samples are compared
-    const smooth: RgbImage = { ...img, data: img.data.map((v, i) => (i % 3 === 1 ? v : 100)) };
-    const a = warpAffine(smooth, m, 112, 112).data;
-    const b = directBilinear(smooth, m, 112, 112);
-    const iM = invertAffine(m);
-    let checked = 0;
-    for (let i = 0; i < a.length; i++) {
-      const x = Math.floor(i / 3) % 112;
-      const y = Math.floor(i / 3 / 112);
-      const u = iM[0]! * x + iM[1]! * y + iM[2]!;
-      const v = iM[3]! * x + iM[4]! * y + iM[5]!;
-      if (u < 0.1 || v < 0.1 || u > smooth.width - 1.1 || v > smooth.height - 1.1) continue;
-      checked++;
-      expect(Math.abs(a[i]! - b[i]!)).toBeLessThanOrEqual(2);
+  it("opencv mode equals OpenCV's fixed-point warpAffine (INTER_BITS 5, 15-bit weights, BORDER_CONSTANT) bit for bit", () => {
+    // the emulated table: (32 − fy)(32 − fx)·32 … except cell 0, [32767, 0, 0, 1] where warpAffine uses
+    // [32768, 0, 0, 0]; on uint8 both give p00: (32767·p00 + p11 + 16384) >> 15 = p00 as 0 ≤ p11 − p00 + 16384 < 32768
+    const tab = bilinearTabI();
+    expect(Array.from(tab.subarray(0, 4))).toEqual([32767, 0, 0, 1]);
+    let offTable = 0;
+    for (let a = 1; a < 1024; a++) {
+      const [fy, fx] = [a >> 5, a & 31];
+      const want = [(32 - fy) * (32 - fx) * 32, (32 - fy) * fx * 32, fy * (32 - fx) * 32, fy * fx * 32];
+      if (want.some((w, k) => tab[a * 4 + k] !== w)) offTable++;
     }
-    expect(checked).toBeGreaterThan(a.length / 2);
+    expect(offTable).toBe(0);
+    let evenTies = 0;
+    let outside = 0;
+    for (const [name, src, m, W, H] of warpCases()) {
+      const got = warpAffine(src, m, W, H).data;
+      const want = cvWarpAffineLinear8UC3(src, m, W, H);
+      evenTies += want.evenTies;
+      const wrong: string[] = [];
+      for (let i = 0; i < got.length && wrong.length < 5; i++) if (got[i] !== want.data[i]) wrong.push(`(${Math.floor(i / 3) % W}, ${Math.floor(i / 3 / W)}) c${i % 3}: ${got[i]} vs ${want.data[i]}`);
+      expect([name, wrong]).toEqual([name, []]);
+      if (name.startsWith('crop over') || name.startsWith('tiny')) outside += want.data.filter((v) => v === 0).length;
+    }
+    // the cases do exercise what distinguishes the arithmetic: cvRound ties that half-even rounds down, and borders
+    expect(evenTies).toBeGreaterThan(200);
+    expect(outside).toBeGreaterThan(5000);
   });
 
   it('opencv mode is exact for integer and half-pixel translations, with zero border', () => {

@@ -147,22 +147,40 @@ export function warpAffine(img: RgbImage, m: ArrayLike<number>, width = 112, hei
       }
     }
   } else {
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        const u = iM[0]! * x + iM[1]! * y + iM[2]!;
-        const v = iM[3]! * x + iM[4]! * y + iM[5]!;
-        const x0 = Math.floor(u);
-        const y0 = Math.floor(v);
-        const ax = u - x0;
-        const ay = v - y0;
-        for (let c = 0; c < 3; c++) {
-          const val = (1 - ay) * ((1 - ax) * px(x0, y0, c) + ax * px(x0 + 1, y0, c)) + ay * ((1 - ax) * px(x0, y0 + 1, c) + ax * px(x0 + 1, y0 + 1, c));
-          out[(y * width + x) * 3 + c] = Math.min(255, Math.max(0, Math.round(val)));
-        }
+    const exact = warpAffineBilinear(img, m, width, height);
+    for (let i = 0; i < exact.length; i++) out[i] = Math.min(255, Math.max(0, Math.round(exact[i]!)));
+  }
+  return { width, height, data: out };
+}
+
+/**
+ * The `'float'` mode of {@link warpAffine} before rounding: bilinear interpolation at the exact source coordinates
+ * `M⁻¹·(x, y)` (float64 throughout), pixels outside the input counting as 0. Internal (not re-exported by the
+ * package): the tests compare it with an independent float64 reference, which the rounded uint8 output cannot show.
+ * @param img RGB HWC uint8 input
+ * @param m forward 2×3 matrix (input → output)
+ * @returns [height, width, 3] float64 values in 0…255
+ */
+export function warpAffineBilinear(img: RgbImage, m: ArrayLike<number>, width: number, height: number): Float64Array {
+  assertArg(img.data.length === img.width * img.height * 3, 'warpAffineBilinear', 'img.data.length', img.data.length, `width × height × 3 = ${img.width * img.height * 3}`);
+  const iM = invertAffine(m);
+  const { width: W, height: H, data: S } = img;
+  const px = (x: number, y: number, c: number) => (x >= 0 && y >= 0 && x < W && y < H ? S[(y * W + x) * 3 + c]! : 0);
+  const out = new Float64Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const u = iM[0]! * x + iM[1]! * y + iM[2]!;
+      const v = iM[3]! * x + iM[4]! * y + iM[5]!;
+      const x0 = Math.floor(u);
+      const y0 = Math.floor(v);
+      const ax = u - x0;
+      const ay = v - y0;
+      for (let c = 0; c < 3; c++) {
+        out[(y * width + x) * 3 + c] = (1 - ay) * ((1 - ax) * px(x0, y0, c) + ax * px(x0 + 1, y0, c)) + ay * ((1 - ax) * px(x0, y0 + 1, c) + ax * px(x0 + 1, y0 + 1, c));
       }
     }
   }
-  return { width, height, data: out };
+  return out;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -7,6 +8,9 @@ import { PfcError, readNpy } from '@pfc/core';
 import { encodeVerificationBin, parseVerificationBin, readVerificationBin, writeVerificationBin } from './bin';
 import { decodeImage } from './image';
 import { parsePickle } from './pickle';
+import { functionEmbedder } from './embed';
+import { verifyBin } from './verify-bin';
+import { maliciousPickles } from './testing.test-util';
 
 const shared = join(__dirname, '../../../../shared');
 const fixtures = join(shared, 'fixtures');
@@ -65,6 +69,52 @@ describe('safe pickle subset', () => {
   it('refuses numpy arrays that are not uint8', () => {
     const f4 = enc('\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R(K\x01K\x01\x85cnumpy\ndtype\nX\x02\x00\x00\x00f4\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89C\x04\x00\x00\x80?tb.');
     expect(expectCode(() => parsePickle(f4), 'E_PICKLE_UNSAFE').message).toContain("numpy.dtype('f4')");
+  });
+});
+
+describe('malicious .bin files on disk', () => {
+  const hasPython = spawnSync('python3', ['-c', 'import pickle'], { stdio: 'ignore' }).status === 0;
+
+  it('readVerificationBin and verifyBin refuse them with E_PICKLE_UNSAFE naming the file, and nothing runs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pfc-evil-bin-'));
+    try {
+      for (const p of maliciousPickles(join(dir, 'pwned'))) {
+        const file = join(dir, `${p.name}.bin`);
+        writeFileSync(file, p.bytes);
+        const err = expectCode(() => readVerificationBin(file), 'E_PICKLE_UNSAFE');
+        expect(err.message.startsWith(`${file}: `)).toBe(true);
+        expect(err.message).toContain('os.system');
+        // refused at the GLOBAL opcode, before the argument or the REDUCE that would call it is read
+        expect(err.details.offset).toBe(p.globalOffset);
+        let embedded = 0;
+        const embedder = functionEmbedder((_x, n) => {
+          embedded += n;
+          return new Float32Array(n * 2);
+        });
+        await expect(verifyBin(file, embedder, { progress: false })).rejects.toMatchObject({ code: 'E_PICKLE_UNSAFE', message: expect.stringContaining(file) });
+        expect(embedded).toBe(0);
+      }
+      expect(existsSync(join(dir, 'pwned'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // the control that makes "nothing runs" meaningful: the same files do run the command under Python's pickle
+  (hasPython ? it : it.skip)('the payloads are live: Python\'s pickle.load runs them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pfc-evil-py-'));
+    try {
+      for (const p of maliciousPickles(join(dir, 'pwned'))) {
+        const file = join(dir, `${p.name}.bin`);
+        writeFileSync(file, p.bytes);
+        const r = spawnSync('python3', ['-c', 'import pickle, sys; pickle.load(open(sys.argv[1], "rb"))', file], { encoding: 'utf8' });
+        expect(r.stderr).toBe('');
+        expect(existsSync(join(dir, 'pwned'))).toBe(true);
+        rmSync(join(dir, 'pwned'));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,11 +1,13 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { initBackend, writeNpy } from '@pfc/core';
+import { Rng, initBackend, npyToFloat64, readNpy, writeNpy } from '@pfc/core';
 import { main } from './cli';
 import { writeIjbProtocol } from './ijb';
 import { writeVerificationBin } from './bin';
+import { rocCurve } from './roc';
+import { maliciousPickles, makeIjbProtocol, rocSvgProblems } from './testing.test-util';
 import sharp from 'sharp';
 
 const shared = join(__dirname, '../../../../shared');
@@ -64,7 +66,10 @@ describe('pfc-eval CLI', () => {
       const j = JSON.parse(r.stdout);
       expect(j.tar).toEqual(ref.tar_at_far_percent_str);
       expect(j.rocPoints).toBe(ref.roc_points);
-      expect(readFileSync(join(dir, 'roc.svg'), 'utf8')).toMatch(/^<svg/);
+      // the SVG shows the ROC of these scores: monotone, inside the frame, every point with 1e-6 <= FPR <= 0.1 in place
+      const roc = rocCurve(npyToFloat64(readNpy(join(ties, 'input/scores.npy'))), npyToFloat64(readNpy(join(ties, 'input/labels.npy'))));
+      expect(roc.fpr.length).toBe(ref.roc_points);
+      expect(rocSvgProblems(readFileSync(join(dir, 'roc.svg'), 'utf8'), [roc])).toEqual([]);
       const t = await run(['roc', join(ties, 'input/scores.npy'), join(ties, 'input/labels.npy'), '--method', 'ijbc-IJBC']);
       expect(t.stdout).toContain(`| ${ref.table_row.join(' | ').replace('73.30', '73.30 ')} |`);
     } finally {
@@ -163,5 +168,66 @@ describe('pfc-eval CLI', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('pfc-eval CLI with a tiny generated model', () => {
+  let dir: string;
+  let model: string;
+  beforeAll(() => {
+    // @pfc/backbone is not a dependency of @pfc/eval; inside the monorepo the test runner resolves it to its sources
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const backbone = require('@pfc/backbone') as {
+      createBackbone(cfg: object, o?: object): { dispose(): void };
+      saveSafetensors(m: object, p: string): void;
+    };
+    dir = mkdtempSync(join(tmpdir(), 'pfc-cli-tiny-'));
+    model = join(dir, 'tiny.safetensors');
+    const m = backbone.createBackbone({ name: 'iresnet', layers: [1, 1, 1, 1], widths: [4, 4, 4, 4], embeddingSize: 16, inputSize: 112 }, { seed: 1 });
+    backbone.saveSafetensors(m, model);
+    m.dispose();
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('ijb --skip-missing --json names and counts the skipped images; without the flag it fails naming the file', async () => {
+    const root = join(dir, 'ijb');
+    const proto = await makeIjbProtocol(root, new Rng(3), { identities: 3 });
+    rmSync(join(root, 'loose_crop', '7.png'));
+    rmSync(join(root, 'loose_crop', '3.png'));
+    const args = ['ijb', '--root', root, '--target', 'IJBC', '--model', model, '--backend', 'cpu', '--json'];
+    const failed = await run(args);
+    expect(failed.code).toBe(1);
+    const missing = join(root, 'loose_crop', '3.png');
+    expect(JSON.parse(failed.stdout).error).toEqual({ code: 'E_IMAGE_MISSING', message: expect.stringContaining(`'${missing}'`) });
+    expect(failed.stderr).toContain(`error [E_IMAGE_MISSING]: IJB image '${missing}'`);
+    expect(failed.stderr).toContain('--skip-missing');
+    const r = await run([...args, '--skip-missing']);
+    expect(r.stderr).not.toMatch(/error/);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.skipped).toBe(2);
+    expect(j.skippedImages).toEqual(['3.png', '7.png']); // in protocol file order
+    expect(j.images).toBe(proto.images.length);
+    expect(j.templates).toBe(6);
+    expect(j.pairs).toBe(proto.pairs.length);
+    expect(j.tar).toHaveLength(6);
+  });
+
+  it('verification --bin refuses a malicious .bin with E_PICKLE_UNSAFE naming the file, and runs nothing', async () => {
+    const evil = join(dir, 'evil');
+    const sentinel = join(evil, 'pwned');
+    mkdirSync(evil);
+    for (const p of maliciousPickles(sentinel)) {
+      const file = join(evil, `${p.name}.bin`);
+      writeFileSync(file, p.bytes);
+      const r = await run(['verification', '--bin', file, '--model', model, '--backend', 'cpu', '--json']);
+      expect(r.code).toBe(1);
+      const e = JSON.parse(r.stdout).error;
+      expect(e.code).toBe('E_PICKLE_UNSAFE');
+      expect(e.message.startsWith(`${file}: `)).toBe(true);
+      expect(e.message).toContain('os.system');
+      expect(r.stderr).toContain(`error [E_PICKLE_UNSAFE]: ${file}: `);
+    }
+    expect(existsSync(sentinel)).toBe(false);
   });
 });

@@ -1,11 +1,12 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { PfcError, Rng, initBackend, readNpy } from '@pfc/core';
 import { functionEmbedder } from './embed';
-import { evaluateIjb, formatIjbTable, ijbModeName, imageFeatures, pairScores, readIjbProtocol, templateFeatures, writeIjbProtocol } from './ijb';
-import type { IjbImageSpec } from './ijb';
+import { evaluateIjb, formatIjbTable, ijbModeName, ijbTable, imageFeatures, pairScores, readIjbProtocol, rocSvg, templateFeatures, writeIjbProtocol } from './ijb';
+import { rocCurve } from './roc';
+import { makeIjbProtocol, parseRocSvg, rocSvgProblems } from './testing.test-util';
+import type { SyntheticIjb } from './testing.test-util';
 
 beforeAll(() => initBackend({ backend: 'cpu', log: null }));
 
@@ -23,42 +24,12 @@ const feature = (x: Float32Array, n: number, size: number) => {
   return out;
 };
 
-async function makeProtocol(root: string, rng: Rng): Promise<{ images: IjbImageSpec[]; pixels: Uint8Array[]; pairs: [number, number, 0 | 1][] }> {
-  const size = 112;
-  const images: IjbImageSpec[] = [];
-  const pixels: Uint8Array[] = [];
-  // 6 identities × 2 templates × up to 2 medias × 1–2 images
-  let name = 0;
-  for (let id = 0; id < 6; id++) {
-    const base = [rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255, rng.uniform() * 255];
-    for (let t = 0; t < 2; t++) {
-      const template = id * 10 + t + 1;
-      for (let m = 0; m < 2; m++) {
-        const count = 1 + ((id + t + m) % 2);
-        for (let k = 0; k < count; k++) {
-          const px = new Uint8Array(size * size * 3);
-          for (let y = 0; y < size; y++)
-            for (let x = 0; x < size; x++)
-              for (let c = 0; c < 3; c++) px[(y * size + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(base[(x < 56 ? 0 : 3) + c]! + rng.normal() * 20)));
-          const data = await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
-          images.push({ name: `${++name}.png`, data, template, media: 100 * template + m, score: 0.5 + 0.5 * rng.uniform() });
-          pixels.push(px);
-        }
-      }
-    }
-  }
-  const pairs: [number, number, 0 | 1][] = [];
-  for (let a = 0; a < 6; a++) for (let b = a; b < 6; b++) pairs.push([a * 10 + 1, b * 10 + 2, a === b ? 1 : 0]);
-  writeIjbProtocol(root, 'IJBC', { images, pairs });
-  return { images, pixels, pairs };
-}
-
 describe('IJB 1:1 pipeline', () => {
   let root: string;
-  let proto: Awaited<ReturnType<typeof makeProtocol>>;
+  let proto: SyntheticIjb;
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'pfc-ijb-'));
-    proto = await makeProtocol(root, new Rng(11));
+    proto = await makeIjbProtocol(root, new Rng(11));
   });
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -109,7 +80,10 @@ describe('IJB 1:1 pipeline', () => {
     expect(res.text.split('\n')[1]).toMatch(/^\|\s+Methods\s+\|\s+1e-06\s+\|/);
     expect(res.files.map((f) => f.slice(dir.length + 1))).toEqual(['synth/ijbc.npy', 'synth/IJBC.md', 'synth/IJBC.json', 'synth/IJBC.svg']);
     expect(Array.from(readNpy(join(dir, 'synth/ijbc.npy')).data as Float32Array)).toEqual(Array.from(res.scores));
-    expect(readFileSync(join(dir, 'synth/IJBC.svg'), 'utf8')).toContain('<polyline');
+    // the SVG draws the ROC of these scores (perfect here: FPR jumps from 0 to 1, so no point in 1e-6…0.1 and an
+    // empty polyline; the rocSvg test below checks real curves)
+    expect(rocSvgProblems(readFileSync(join(dir, 'synth/IJBC.svg'), 'utf8'), [res.roc])).toEqual([]);
+    expect(res.roc).toEqual(rocCurve(res.scores, proto.pairs.map((q) => q[2])));
     // genuine pairs score above impostors on this easy problem
     expect(res.table.auc).toBeGreaterThan(0.9);
   });
@@ -229,6 +203,41 @@ describe('IJB building blocks', () => {
     expect(Math.abs(n0[0]! - 0.6)).toBeLessThan(1e-7);
     expect(Math.abs(n0[1]! - 0.8)).toBeLessThan(1e-7);
     expect(ijbModeName({ flip: false })).toBe('F0 N1 D1');
+  });
+
+  it('rocSvg draws each ROC inside the frame: monotone, every point with 1e-6 <= FPR <= 0.1 at its place', () => {
+    // 300k impostors reach FPR 3.3e-6, so the curve spans the whole log axis; two methods, two polylines
+    const rng = new Rng(21);
+    const curves = [1.5, 3].map((gap, k) => {
+      const P = 3000;
+      const N = 300000;
+      const scores = Float64Array.from({ length: P + N }, (_, i) => rng.normal() + (i < P ? gap : 0));
+      const labels = Uint8Array.from({ length: P + N }, (_, i) => (i < P ? 1 : 0));
+      const { table, roc } = ijbTable(scores, labels, `m${k}`, '-');
+      return { roc, label: table.method, auc: table.auc };
+    });
+    const svg = rocSvg(curves, 'ROC <test>');
+    expect(rocSvgProblems(svg, curves.map((c) => c.roc))).toEqual([]);
+    const parsed = parseRocSvg(svg);
+    expect(parsed.viewBox).toEqual({ x: 0, y: 0, width: 640, height: 480 });
+    for (const [ci, pts] of parsed.curves.entries()) {
+      const { fpr } = curves[ci]!.roc;
+      const inRange = Array.from(fpr).filter((f) => f >= 1e-6 && f <= 0.1);
+      // a real curve: hundreds of points, from the first FPR step (1/300000) to the last point before FPR 0.1
+      expect(inRange.length).toBeGreaterThan(100);
+      expect(pts).toHaveLength(inRange.length);
+      expect(pts[0]![0]).toBeCloseTo(parsed.frame.x + ((Math.log10(inRange[0]!) + 6) / 5) * parsed.frame.width, 2);
+      expect(pts.at(-1)![0]).toBeCloseTo(parsed.frame.x + ((Math.log10(inRange.at(-1)!) + 6) / 5) * parsed.frame.width, 2);
+    }
+    expect(svg).toContain('ROC &lt;test&gt;');
+    // the checker itself rejects a wrong drawing: curves swapped, one point moved, points reversed
+    expect(rocSvgProblems(svg, [curves[1]!.roc, curves[0]!.roc]).length).toBeGreaterThan(0);
+    const pts0 = parsed.curves[0]!.map(([x, y]) => `${x.toFixed(2)},${y.toFixed(2)}`);
+    const moved = svg.replace(pts0.join(' '), [...pts0.slice(0, -1), `${parsed.curves[0]!.at(-1)![0].toFixed(2)},${(parsed.curves[0]!.at(-1)![1] + 0.5).toFixed(2)}`].join(' '));
+    expect(moved).not.toBe(svg);
+    expect(rocSvgProblems(moved, curves.map((c) => c.roc))).toContainEqual(expect.stringMatching(/^curve 0 point \d+: \(.*expected/));
+    const reversed = svg.replace(pts0.join(' '), [...pts0].reverse().join(' '));
+    expect(rocSvgProblems(reversed, curves.map((c) => c.roc)).some((p) => /x decreases/.test(p))).toBe(true);
   });
 
   it('prints the reference PrettyTable layout', () => {
