@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PfcError, initBackend } from '@pfc/core';
@@ -79,6 +79,39 @@ describe('bank checkpoints', () => {
     expect(maxAbsDiff(loaded.m, saved.m)).toBe(0);
     const leftovers = require('node:fs').readdirSync(dir).filter((f: string) => f.endsWith('.tmp'));
     expect(leftovers).toEqual([]);
+  });
+
+  it('a save that fails after writing its shards leaves the previous checkpoint whole; a finished save prunes old shards', async () => {
+    const atStep1 = await snapshot(2, {}, async (pfc, r) => {
+      await step(pfc, r, 2);
+      await pfc.save(dir);
+    });
+    const filesAt1 = readdirSync(dir).sort();
+    // same ranks, one more step, then a save whose collective fails after every rank wrote its shard files
+    await expect(
+      runLocal(2, async (comm) => {
+        const pfc = new PartialFC({ ...base, comm, init: 'zeros' });
+        await pfc.load(dir);
+        await step(pfc, comm.rank, 2);
+        const failing = Object.create(comm, { allGather: { value: async () => Promise.reject(new Error('rank lost')) } });
+        (pfc as { comm: unknown }).comm = failing;
+        await pfc.save(dir);
+      }),
+    ).rejects.toThrow('rank lost');
+    expect(readdirSync(dir).filter((f) => f.includes('-step2')).length).toBe(4); // the new shards are there...
+    const loaded = await snapshot(2, { init: 'zeros' }, (pfc) => pfc.load(dir).then(() => undefined));
+    expect(loaded.steps).toEqual([1, 1]); // ...but the manifest still names step 1's, unchanged
+    expect(maxAbsDiff(loaded.w, atStep1.w)).toBe(0);
+    expect(maxAbsDiff(loaded.m, atStep1.m)).toBe(0);
+    // a save that completes replaces the manifest and removes every shard file it does not name
+    await snapshot(2, { init: 'zeros' }, async (pfc, r) => {
+      await pfc.load(dir);
+      await step(pfc, r, 2);
+      await pfc.save(dir);
+    });
+    const after = readdirSync(dir).sort();
+    expect(after.filter((f) => filesAt1.includes(f) && f !== 'manifest.json')).toEqual([]);
+    expect(after).toEqual(['manifest.json', ...JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).shards.flatMap((s: { weight: string; momentum: string }) => [s.momentum, s.weight])].sort());
   });
 
   it('E_CHECKPOINT for another numClasses or embeddingSize, a missing manifest or a truncated shard', async () => {

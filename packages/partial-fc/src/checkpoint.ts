@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PfcError, Rng, fromFloat16Bits, writeFileAtomic } from '@pfc/core';
 import type { BankStorage } from './bank';
@@ -33,9 +33,16 @@ function npyHeader(descr: string, rows: number, cols: number): Uint8Array {
   return out;
 }
 
-function shardFile(classStart: number, kind: 'weight' | 'momentum'): string {
-  return `${kind}-${String(classStart).padStart(10, '0')}.npy`;
+/**
+ * Shard file name. The step is part of it, so saving into a directory that holds an earlier checkpoint never
+ * overwrites a file its manifest still names: until the new manifest replaces the old one, the old checkpoint is
+ * whole.
+ */
+function shardFile(classStart: number, kind: 'weight' | 'momentum', step: number): string {
+  return `${kind}-${String(classStart).padStart(10, '0')}-step${step}.npy`;
 }
+
+const SHARD_FILE = /^(weight|momentum)-\d{10}(-step\d+)?\.npy$/;
 
 function bad(dir: string, msg: string, details: Record<string, unknown> = {}): PfcError {
   return new PfcError('E_CHECKPOINT', `checkpoint ${dir}: ${msg}`, { details: { dir, ...details } });
@@ -43,8 +50,9 @@ function bad(dir: string, msg: string, details: Record<string, unknown> = {}): P
 
 /**
  * Saves the bank of every rank (collective): each rank writes its shard's weights and momentum as `.npy` files named
- * by their first class id, then rank 0 writes `manifest.json`. All writes are atomic (temp file + rename); the
- * manifest is written last, so a crash mid-save leaves the previous manifest valid.
+ * by their first class id and the step, then rank 0 writes `manifest.json` and removes the shard files the new
+ * manifest does not name. All writes are atomic (temp file + rename) and no file of the previous checkpoint is
+ * overwritten before the manifest is, so a crash mid-save leaves the previous checkpoint whole.
  */
 export async function saveBank(pfc: PartialFC, dir: string): Promise<void> {
   const { comm, bank } = pfc;
@@ -53,7 +61,7 @@ export async function saveBank(pfc: PartialFC, dir: string): Promise<void> {
   for (const kind of ['weight', 'momentum'] as const) {
     const chunks: Uint8Array[] = [npyHeader(DESCR[bank.storage], pfc.numLocal, d)];
     for (const c of kind === 'weight' ? bank.weightChunks() : bank.momentumChunks()) chunks.push(new Uint8Array(c.buffer, c.byteOffset, c.byteLength));
-    writeFileAtomic(join(dir, shardFile(pfc.classStart, kind)), chunks);
+    writeFileAtomic(join(dir, shardFile(pfc.classStart, kind, pfc.stepCount)), chunks);
   }
   const st = pfc.rng.getState();
   const mine = Float64Array.of(pfc.classStart, pfc.numLocal, ...st.s);
@@ -63,7 +71,7 @@ export async function saveBank(pfc: PartialFC, dir: string): Promise<void> {
     const shards: BankManifest['shards'] = [];
     for (let r = 0; r < comm.worldSize; r++) {
       const cs = all[r * 6]!;
-      shards.push({ classStart: cs, numLocal: all[r * 6 + 1]!, weight: shardFile(cs, 'weight'), momentum: shardFile(cs, 'momentum'), rng: Array.from(all.subarray(r * 6 + 2, r * 6 + 6)) });
+      shards.push({ classStart: cs, numLocal: all[r * 6 + 1]!, weight: shardFile(cs, 'weight', pfc.stepCount), momentum: shardFile(cs, 'momentum', pfc.stepCount), rng: Array.from(all.subarray(r * 6 + 2, r * 6 + 6)) });
     }
     const manifest: BankManifest = {
       format: 'pfc-partial-fc-bank',
@@ -77,6 +85,8 @@ export async function saveBank(pfc: PartialFC, dir: string): Promise<void> {
       shards,
     };
     writeFileAtomic(join(dir, 'manifest.json'), new TextEncoder().encode(`${JSON.stringify(manifest, null, 1)}\n`));
+    const named = new Set(shards.flatMap((sh) => [sh.weight, sh.momentum]));
+    for (const f of readdirSync(dir)) if (SHARD_FILE.test(f) && !named.has(f)) rmSync(join(dir, f), { force: true });
   }
   await comm.barrier();
 }
