@@ -190,7 +190,10 @@ export function report(rows: Row[], worldSize: number, extraNotes: string[] = []
     const f16 = rows.find((r) => r.classes === 1_000_000 && r.sampleRate === 0.1 && r.storage === 'float16');
     notes.push(
       `Reference (PyTorch V2 on this machine, 1M classes, sr 0.1): 10.4 s/step, 8.1 GiB. Ours (float32 bank): ${(ms / 1000).toFixed(2)} s wall (${(10400 / ms).toFixed(1)}× the reference's speed; target ≥ 4×), CPU/ranks ${(cpu / 1000).toFixed(2)} s (${(10400 / cpu).toFixed(1)}× if the 2 cores were ours alone); peak ${gib.toFixed(2)} GiB (${(gib / 8.1).toFixed(2)}× the reference; target ≤ 0.5×)` +
-        (f16 ? `; float16 bank: ${((f16['step ms (sparse, subject)'] as number) / 1000).toFixed(2)} s wall, CPU/ranks ${((f16['step CPU ms / ranks (sparse)'] as number) / 1000).toFixed(2)} s, peak ${(f16['peak RSS GiB'] as number).toFixed(2)} GiB (${((f16['peak RSS GiB'] as number) / 8.1).toFixed(2)}×).` : '.'),
+        (f16
+          ? `; float16 bank: ${((f16['step ms (sparse, subject)'] as number) / 1000).toFixed(2)} s wall (${(10400 / (f16['step ms (sparse, subject)'] as number)).toFixed(1)}×), CPU/ranks ${((f16['step CPU ms / ranks (sparse)'] as number) / 1000).toFixed(2)} s (${(10400 / (f16['step CPU ms / ranks (sparse)'] as number)).toFixed(1)}×), peak ${(f16['peak RSS GiB'] as number).toFixed(2)} GiB (${((f16['peak RSS GiB'] as number) / 8.1).toFixed(2)}×).`
+          : '.') +
+        ` The reference figures were measured on the AMD EPYC machine described in the spec's engine notes; this run's machine is named above.`,
     );
   }
   // memory extrapolation from the sr 0.1 float16 rows (the training configuration), bytes per class between the two largest
@@ -205,8 +208,9 @@ export function report(rows: Row[], worldSize: number, extraNotes: string[] = []
     const slope = (rb - ra) / (cb - ca);
     const budget = 24 * 2 ** 30;
     const maxClasses = Math.floor(cb + (budget - rb) / slope);
+    const maxClassesGB = Math.floor(cb + (24e9 - rb) / slope);
     notes.push(
-      `float16 storage, sr 0.1: peak RSS grows ${slope.toFixed(0)} bytes/class between ${ca / 1e6}M and ${cb / 1e6}M classes (bank: 2 × 512 × 2 = 2048 bytes/class; the rest is per-step buffers that scale with the sampled rows); extrapolated largest class count whose peak fits in 24 GiB ≈ ${(maxClasses / 1e6).toFixed(1)}M (measured up to ${cb / 1e6}M).`,
+      `float16 storage, sr 0.1: peak RSS grows ${slope.toFixed(0)} bytes/class between ${ca / 1e6}M and ${cb / 1e6}M classes (bank: 2 × 512 × 2 = 2048 bytes/class; the rest is per-step buffers that scale with the sampled rows); extrapolated largest class count whose peak fits in 24 GiB ≈ ${(maxClasses / 1e6).toFixed(1)}M, in 24 GB (24·10⁹ bytes) ≈ ${(maxClassesGB / 1e6).toFixed(1)}M (measured up to ${cb / 1e6}M).`,
     );
   }
   notes.push('Columns "CPU ms / ranks": process CPU time (all threads) during the step divided by the rank count — what the step would take with the cores to ourselves, assuming the ranks run in parallel.');
