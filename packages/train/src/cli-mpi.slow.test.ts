@@ -1,12 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeSynthRec } from '@pfc/data';
+import { CLI, TSX_CJS, writeTinyJob } from './testing.test-util';
 
 const hasMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0;
-const CLI = join(__dirname, 'cli.ts');
-const TSX_CJS = require.resolve('tsx/cjs');
 const MPIRUN = ['mpirun', '-np', '2', '--oversubscribe', '--mca', 'btl', 'self,vader', ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])];
 
 function mpirun(args: string[]): { status: number | null; out: string } {
@@ -24,30 +22,10 @@ function mpirun(args: string[]): { status: number | null; out: string } {
  */
 describe('pfc-train under mpirun (2 processes, backend from the environment)', () => {
   const root = mkdtempSync(join(tmpdir(), 'pfc-cli-mpi-'));
-  const config = join(root, 'job.json');
+  let config = '';
 
   beforeAll(async () => {
-    mkdirSync(join(root, 'data'));
-    await writeSynthRec(join(root, 'data', 'train'), { identities: 6, perIdentity: 8, size: 16, grid: 3, maxShift: 1, seed: 5 });
-    writeFileSync(
-      config,
-      JSON.stringify({
-        network: 'small',
-        network_options: { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8] },
-        image_size: 16,
-        embedding_size: 8,
-        num_classes: 6,
-        num_image: 48,
-        batch_size: 4,
-        num_epoch: 1,
-        lr: 0.05,
-        margin_list: [1, 0, 0.4],
-        sample_rate: 0.5,
-        frequent: 2,
-        verbose: 100000,
-        rec: join(root, 'data'),
-      }),
-    );
+    config = await writeTinyJob(root);
   }, 120_000);
 
   (hasMpirun ? it : it.skip)('trains one job of world size 2 with the MPI backend', () => {

@@ -1,13 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeSynthRec } from '@pfc/data';
+import { CLI, TSX_CJS, writeTinyJob } from './testing.test-util';
 
 // util-linux `script` runs a command on a pseudo-terminal: the only way to give a child process a TTY stderr.
 const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
-const CLI = join(__dirname, 'cli.ts');
-const TSX_CJS = require.resolve('tsx/cjs');
 
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -17,31 +15,11 @@ const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
  */
 describe('pfc-train progress bar with worker-thread ranks', () => {
   const root = mkdtempSync(join(tmpdir(), 'pfc-progress-'));
-  const config = join(root, 'job.json');
+  let config = '';
   const args = (output: string) => [process.execPath, '--require', TSX_CJS, '--conditions=@pfc/source', CLI, '--config', config, '--backend', 'threads', '--world-size', '2', '--tensor-backend', 'cpu', '--output', output];
 
   beforeAll(async () => {
-    mkdirSync(join(root, 'data'));
-    await writeSynthRec(join(root, 'data', 'train'), { identities: 6, perIdentity: 8, size: 16, grid: 3, maxShift: 1, seed: 5 });
-    writeFileSync(
-      config,
-      JSON.stringify({
-        network: 'small',
-        network_options: { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8] },
-        image_size: 16,
-        embedding_size: 8,
-        num_classes: 6,
-        num_image: 48,
-        batch_size: 4,
-        num_epoch: 1,
-        lr: 0.05,
-        margin_list: [1, 0, 0.4],
-        sample_rate: 0.5,
-        frequent: 2,
-        verbose: 100000,
-        rec: join(root, 'data'),
-      }),
-    );
+    config = await writeTinyJob(root);
   }, 120_000);
 
   (hasScript ? it : it.skip)('draws the bar when the main process stderr is a terminal', () => {

@@ -1,13 +1,10 @@
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeSynthRec } from '@pfc/data';
+import { CLI, TSX_CJS, writeTinyJob } from './testing.test-util';
 import { readEventFile } from './tensorboard';
 
-const CLI = join(__dirname, 'cli.ts');
-// tsx's own CLI runs the script in a grandchild process; the CommonJS hook keeps it one process, so SIGKILL hits it.
-const TSX_CJS = require.resolve('tsx/cjs');
 
 function run(args: string[], env: Record<string, string> = {}, killOn?: RegExp): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((resolve) => {
@@ -33,32 +30,10 @@ function losses(output: string): Map<number, number> {
 
 describe('pfc-train kill and resume', () => {
   const root = mkdtempSync(join(tmpdir(), 'pfc-resume-'));
-  const config = join(root, 'job.json');
+  let config = '';
 
   beforeAll(async () => {
-    mkdirSync(join(root, 'data'));
-    await writeSynthRec(join(root, 'data', 'train'), { identities: 6, perIdentity: 8, size: 16, grid: 3, maxShift: 1, seed: 5 });
-    writeFileSync(
-      config,
-      JSON.stringify({
-        network: 'small',
-        network_options: { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8] },
-        image_size: 16,
-        embedding_size: 8,
-        num_classes: 6,
-        num_image: 48,
-        batch_size: 4,
-        num_epoch: 2,
-        lr: 0.05,
-        margin_list: [1, 0, 0.4],
-        sample_rate: 0.5,
-        frequent: 1,
-        verbose: 100000,
-        checkpoint_steps: 2,
-        keep_checkpoints: 3,
-        rec: join(root, 'data'),
-      }),
-    );
+    config = await writeTinyJob(root, { num_epoch: 2, frequent: 1, checkpoint_steps: 2, keep_checkpoints: 3 });
   }, 120_000);
 
   it('continues from the last complete checkpoint after SIGKILL inside a checkpoint write, with the same losses', async () => {

@@ -9,28 +9,12 @@ import { ArrayTrainData } from './data';
 import { PartialFCHead } from './pfc-head';
 import { synthIdentityImage, synthIdentitySeed, writeNormalized } from '@pfc/data';
 import { backboneFromConfig, trainRank } from './trainer';
+import { tinyJob } from './testing.test-util';
 
 beforeAll(() => initBackend({ backend: 'cpu', log: null }));
 
 function tiny(output: string, extra: Record<string, unknown> = {}) {
-  return resolveConfig({
-    network: 'small',
-    network_options: { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8] },
-    image_size: 16,
-    embedding_size: 8,
-    num_classes: 6,
-    num_image: 48,
-    batch_size: 4,
-    num_epoch: 1,
-    lr: 0.05,
-    sample_rate: 0.5,
-    margin_list: [1, 0, 0.4],
-    frequent: 2,
-    verbose: 1000,
-    output,
-    random_flip: true,
-    ...extra,
-  });
+  return resolveConfig({ ...tinyJob(), verbose: 1000, output, random_flip: true, ...extra });
 }
 
 /** @pfc/data's synthetic identities (16 px), identity-major, as NHWC float32 in [-1, 1]. */
