@@ -57,7 +57,7 @@ export function createProgram(io: CliIo = defaultIo, exitCode: { code: number } 
     .addHelpText('after', '\nExamples:\n  $ pfc-data pack ./faces ./data/train\n  $ pfc-data pack ./faces ./data/train --json')
     .action(async (folder: string, prefix: string, o: { check: boolean; json?: boolean }) => {
       const res = await packFolder(folder, prefix, { check: o.check, progress: progress(new FolderFaceDataset(folder).length, 'pack') });
-      io.out(o.json ? `${JSON.stringify(res)}\n` : `packed ${res.images} images of ${res.identities} identities into ${res.rec} (${res.bytes} bytes) and ${res.idx}\n`);
+      io.out(o.json ? `${JSON.stringify(res)}\n` : `packed ${res.images} images of ${res.identities} identities into ${res.rec} (${res.bytes} bytes) and ${res.idx}${res.emptyIdentities ? `; ${res.emptyIdentities} empty identity folder(s) kept as identities with no image` : ''}\n`);
     });
 
   program

@@ -185,11 +185,52 @@ describe('folder datasets and pack/unpack', () => {
     expect(readFileSync(join(out, '1', '4.png')).equals(readFileSync(join(root, 'id_01', '0.png')))).toBe(true);
   });
 
-  it('FaceRecWriter rejects classes out of order', () => {
+  it('FaceRecWriter rejects a class after a higher one or a class that comes back', () => {
     const w = new FaceRecWriter(join(dir, 'order'));
     w.add(0, Buffer.alloc(4));
-    expect(() => w.add(2, Buffer.alloc(4))).toThrow(expect.objectContaining({ code: 'E_LABEL_ORDER' }));
+    w.add(2, Buffer.alloc(4));
+    expect(() => w.add(1, Buffer.alloc(4))).toThrow(expect.objectContaining({ code: 'E_LABEL_ORDER', message: expect.stringContaining('class 1 follows class 2') }));
+    expect(() => w.add(0, Buffer.alloc(4))).toThrow(expect.objectContaining({ code: 'E_LABEL_ORDER' }));
+    expect(() => w.close(2)).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' })); // 3 classes were written
     w.close();
+  });
+
+  it('a pack that fails on an undecodable image writes nothing and leaves the previous .rec/.idx as they were', async () => {
+    const root = join(dir, 'will-fail');
+    mkdirSync(join(root, 'id_a'), { recursive: true });
+    writeFileSync(join(root, 'id_a', '0.png'), encodePng(synthIdentityImage(3, 0, { size: 16 })));
+    const prefix = join(dir, 'kept', 'train');
+    await packFolder(root, prefix);
+    const before = [readFileSync(`${prefix}.rec`), readFileSync(`${prefix}.idx`)];
+    writeFileSync(join(root, 'id_a', '1.png'), Buffer.from('not an image'));
+    await expect(packFolder(root, prefix)).rejects.toMatchObject({ code: 'E_IMAGE_DECODE', message: expect.stringContaining('1.png') });
+    expect(readFileSync(`${prefix}.rec`).equals(before[0]!)).toBe(true);
+    expect(readFileSync(`${prefix}.idx`).equals(before[1]!)).toBe(true);
+    expect(readdirSync(join(dir, 'kept')).sort()).toEqual(['property', 'train.idx', 'train.rec']);
+  });
+
+  it('packFolder keeps an empty identity folder as an identity with no image, and creates the output folder', async () => {
+    const root = join(dir, 'with-empty');
+    // id_a: 2 images, id_b: none, id_c: 1 image, id_d: none (the last class is empty too)
+    for (const [c, n] of [['id_a', 2], ['id_b', 0], ['id_c', 1], ['id_d', 0]] as const) {
+      mkdirSync(join(root, c), { recursive: true });
+      for (let j = 0; j < n; j++) writeFileSync(join(root, c, `${j}.png`), encodePng(synthIdentityImage(11 + c.charCodeAt(3), j, { size: 16 })));
+    }
+    const prefix = join(dir, 'not', 'yet', 'there', 'train');
+    const res = await packFolder(root, prefix);
+    expect(res).toMatchObject({ images: 3, identities: 4, emptyIdentities: 2 });
+    expect(readFileSync(join(dir, 'not', 'yet', 'there', 'property'), 'utf8')).toBe('4,16,16\n');
+    const ds = new RecordFaceDataset(`${prefix}.rec`);
+    expect(ds.layout).toBe('insightface-header');
+    expect(ds.numClasses).toBe(4);
+    // labels are the sorted folder indices, as FolderFaceDataset (ImageFolder) gives them
+    expect(Array.from({ length: ds.length }, (_, i) => ds.read(i).label)).toEqual([0, 0, 2]);
+    expect(Array.from({ length: ds.length }, (_, i) => ds.read(i).label)).toEqual(Array.from(new FolderFaceDataset(root).labels));
+    const ranges = ds.identities()!.map(({ start, end }) => end - start);
+    expect(ranges).toEqual([2, 0, 1, 0]);
+    ds.close();
+    const report = await verifyRec(`${prefix}.rec`);
+    expect(report.problems).toEqual([]);
   });
 
   it('reads a header-layout rec without its .idx by scanning', () => {

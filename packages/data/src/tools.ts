@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { PfcError, assertArg, writeFileAtomic } from '@pfc/core';
 import type { Progress } from '@pfc/core';
@@ -17,36 +17,54 @@ export interface PackResult {
   idx: string;
   images: number;
   identities: number;
+  /** Identities with no image (empty identity records; e.g. an empty sub-folder in `packFolder`). */
+  emptyIdentities: number;
   bytes: number;
 }
 
 /**
  * Writes the InsightFace layout from labelled images: image records with keys 1…N (flag 0, scalar label, id = key),
  * one identity record per class (flag 2, label [first key, end key]), and the header record key 0 (flag 2, label
- * [N+1, N+1+C], id2 = 1) written last, as the fixture's RecBuilder does. Images of a class must be contiguous.
+ * [N+1, N+1+C], id2 = 1) written last, as the fixture's RecBuilder does. Images of a class must be contiguous and
+ * classes ascending; a class with no image (a label skipped, or below `close(numClasses)`) gets an empty identity
+ * record [k, k], so class ids keep their meaning (as an empty folder keeps its index in an ImageFolder).
  */
 export class FaceRecWriter {
   private readonly writer: RecordIOWriter;
   private key = 1;
   private readonly ranges: Array<[number, number]> = [];
   private lastLabel = -1;
+  private empty = 0;
 
-  /** @param prefix writes `<prefix>.rec` and `<prefix>.idx` */
+  /**
+   * @param prefix writes `<prefix>.rec` and `<prefix>.idx` (the folder is created if missing). Records go to
+   * `<prefix>.rec.partial` and `<prefix>.idx.partial`, renamed by `close()`: until then an existing `.rec/.idx`
+   * stays as it was, and `abort()` removes the partial files.
+   */
   constructor(readonly prefix: string) {
-    this.writer = new RecordIOWriter(`${prefix}.rec`, `${prefix}.idx`);
+    mkdirSync(dirname(prefix), { recursive: true });
+    this.writer = new RecordIOWriter(`${prefix}.rec.partial`, `${prefix}.idx.partial`);
+  }
+
+  /** Stops writing and removes the partial files; the prefix's existing `.rec/.idx`, if any, are untouched. */
+  abort(): void {
+    this.writer.close();
+    rmSync(`${this.prefix}.rec.partial`, { force: true });
+    rmSync(`${this.prefix}.idx.partial`, { force: true });
   }
 
   /**
-   * Appends one image of class `label` (classes in ascending order 0, 1, 2…, each contiguous).
-   * @throws PfcError `E_LABEL_ORDER` when a class comes out of order
+   * Appends one image of class `label` (classes ascending, each contiguous; skipped classes are empty).
+   * @throws PfcError `E_LABEL_ORDER` when a class comes after a higher one or again after another class
    */
   add(label: number, image: Uint8Array): number {
     if (label !== this.lastLabel) {
-      if (label !== this.ranges.length) {
-        throw new PfcError('E_LABEL_ORDER', `FaceRecWriter: class ${label} follows class ${this.lastLabel}; classes must come as 0, 1, 2… each contiguous`, {
+      if (!Number.isInteger(label) || label < this.ranges.length) {
+        throw new PfcError('E_LABEL_ORDER', `FaceRecWriter: class ${label} follows class ${this.lastLabel}; classes must come in ascending order, each contiguous`, {
           details: { label, previous: this.lastLabel },
         });
       }
+      this.padEmpty(label);
       this.ranges.push([this.key, this.key]);
       this.lastLabel = label;
     }
@@ -56,15 +74,32 @@ export class FaceRecWriter {
     return k;
   }
 
-  /** Writes the identity and header records, closes the files. */
-  close(): PackResult {
+  /** Empty identity ranges for the classes below `label` that have none yet. */
+  private padEmpty(label: number): void {
+    while (this.ranges.length < label) {
+      this.ranges.push([this.key, this.key]);
+      this.empty++;
+    }
+  }
+
+  /**
+   * Writes the identity and header records, closes the files.
+   * @param numClasses total classes (default: the highest label + 1); classes above the last label are empty
+   */
+  close(numClasses?: number): PackResult {
+    if (numClasses !== undefined) {
+      assertArg(Number.isInteger(numClasses) && numClasses >= this.ranges.length, 'FaceRecWriter.close', 'numClasses', numClasses, `an integer >= ${this.ranges.length} (the classes written)`);
+      this.padEmpty(numClasses);
+    }
     const a = this.key;
     this.ranges.forEach(([s, e], i) => this.writer.write(a + i, packRecord({ label: [s, e], id: a + i })));
     const b = a + this.ranges.length;
     this.writer.write(0, packRecord({ label: [a, b], id: 0, id2: 1 }));
     const bytes = this.writer.offset;
     this.writer.close();
-    return { rec: `${this.prefix}.rec`, idx: `${this.prefix}.idx`, images: a - 1, identities: this.ranges.length, bytes };
+    renameSync(`${this.prefix}.rec.partial`, `${this.prefix}.rec`);
+    renameSync(`${this.prefix}.idx.partial`, `${this.prefix}.idx`);
+    return { rec: `${this.prefix}.rec`, idx: `${this.prefix}.idx`, images: a - 1, identities: this.ranges.length, emptyIdentities: this.empty, bytes };
   }
 }
 
@@ -77,8 +112,9 @@ export interface PackOptions {
 
 /**
  * `im2rec` for face folders: packs `<folder>/<identity>/<image>` (classes = sorted sub-folders) into
- * `<prefix>.rec/.idx` with the InsightFace header record, image bytes copied unchanged, and a `property` file.
- * @throws PfcError `E_IMAGE_DECODE` naming the file when `check` and an image does not decode
+ * `<prefix>.rec/.idx` with the InsightFace header record, image bytes copied unchanged, and a `property` file. An
+ * empty sub-folder keeps its class id as an identity with no image (`emptyIdentities` counts them).
+ * @throws PfcError `E_IMAGE_DECODE` naming the file when `check` and an image does not decode; nothing is written then
  */
 export async function packFolder(folder: string, prefix: string, options: PackOptions = {}): Promise<PackResult> {
   const ds = new FolderFaceDataset(folder);
@@ -95,10 +131,13 @@ export async function packFolder(folder: string, prefix: string, options: PackOp
       w.add(s.label, s.image);
       progress?.tick();
     }
+  } catch (err) {
+    w.abort();
+    throw err;
   } finally {
     progress?.stop();
   }
-  const res = w.close();
+  const res = w.close(ds.numClasses);
   writeProperty(prefix, ds.numClasses, size ?? [112, 112]);
   return res;
 }
@@ -146,6 +185,9 @@ export async function writeSynthRec(prefix: string, options: SynthRecOptions): P
       for (const j of jpegs) w.add(c, j);
       progress?.tick(perIdentity);
     }
+  } catch (err) {
+    w.abort();
+    throw err;
   } finally {
     progress?.stop();
   }
