@@ -1,5 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, initBackend, readNpy, writeNpy } from '@pfc/core';
@@ -84,6 +85,58 @@ describe('pfc-backbone', () => {
     expect(await main(['convert', st, join(dir, 'x.safetensors')], c.io)).toBe(1);
     expect(c.err.join('')).toMatch(/E_ARGUMENT/);
     model.dispose();
+  });
+
+  it('run uses a wasm thread per core by default (PFC_WASM_THREADS or --threads override) with the same embeddings', () => {
+    // a fresh process each: the wasm backend's thread count is fixed once it starts
+    const model = createBackbone(TINY, { seed: 3 });
+    const st = join(dir, 'threads.safetensors');
+    saveSafetensors(model, st);
+    model.dispose();
+    const rng = new Rng(4);
+    writeNpy(join(dir, 'xt.npy'), Float32Array.from({ length: 4 * 3 * 16 * 16 }, () => rng.uniform() * 2 - 1), [4, 3, 16, 16], 'f4');
+    const runCli = (extra: string[], env: Record<string, string | undefined>, out: string) => {
+      const e = { ...process.env, ...env };
+      if (env.PFC_WASM_THREADS === undefined) delete e.PFC_WASM_THREADS;
+      const p = spawnSync(process.execPath, ['--require', require.resolve('tsx/cjs'), '--conditions=@pfc/source', join(__dirname, 'cli.ts'), 'run', st, '--input', join(dir, 'xt.npy'), '--out', join(dir, out), '--backend', 'wasm', ...extra], {
+        encoding: 'utf8',
+        env: e,
+        timeout: 120_000,
+      });
+      expect(p.status).toBe(0);
+      return { log: p.stderr, y: readNpy(join(dir, out)).data as Float32Array };
+    };
+    const cores = Math.min(8, availableParallelism());
+    const byDefault = runCli([], { PFC_WASM_THREADS: undefined }, 'yd.npy');
+    // the threaded build may be refused on some machines; the log line then says why and the run uses 1 thread
+    expect(byDefault.log).toMatch(cores > 1 ? new RegExp(`tensor backend: wasm \\((${cores} threads|1 thread; threads unavailable)`) : /tensor backend: wasm \(1 thread\)/);
+    const one = runCli(['--threads', '1'], { PFC_WASM_THREADS: '4' }, 'y1.npy');
+    expect(one.log).toMatch(/tensor backend: wasm \(1 thread\)/);
+    const env1 = runCli([], { PFC_WASM_THREADS: '1' }, 'ye.npy');
+    expect(env1.log).toMatch(/tensor backend: wasm \(1 thread\)/);
+    // XNNPACK splits work across threads by output tiles: the sums are the same, within float32 rounding (1e-5)
+    let m = 0;
+    for (let i = 0; i < one.y.length; i++) m = Math.max(m, Math.abs(one.y[i]! - byDefault.y[i]!), Math.abs(one.y[i]! - env1.y[i]!));
+    expect(m).toBeLessThan(1e-5);
+    expect(one.y.length).toBe(4 * 8);
+  }, 300_000);
+
+  it('a missing input file is a typed error naming it', async () => {
+    const a = io();
+    expect(await main(['convert', join(dir, 'nope.onnx'), join(dir, 'o.safetensors')], a.io)).toBe(1);
+    expect(a.err.join('')).toContain(`pfc-backbone: E_ONNX: ${join(dir, 'nope.onnx')}: cannot read`);
+    const model = createBackbone(TINY, { seed: 5 });
+    const st = join(dir, 'missing-input.safetensors');
+    saveSafetensors(model, st);
+    model.dispose();
+    const b = io();
+    expect(await main(['run', st, '--input', join(dir, 'nope.npy'), '--out', join(dir, 'o.npy'), '--backend', 'cpu'], b.io)).toBe(1);
+    expect(b.err.join('')).toContain(`pfc-backbone: E_NPY_OPEN: ${join(dir, 'nope.npy')}: cannot read`);
+  });
+
+  it('--threads outside 1-8 is a usage error', async () => {
+    const r = io();
+    expect(await main(['run', 'm.safetensors', '--input', 'x.npy', '--out', 'y.npy', '--threads', '0'], r.io)).toBe(2);
   });
 
   it('every command has --help with examples', async () => {

@@ -1,15 +1,14 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { PfcError, initBackend, readNpy, writeFileAtomic, writeNpy } from '@pfc/core';
+import { PfcError, initBackend, processWasmThreads, readNpy, writeFileAtomic, writeNpy } from '@pfc/core';
 import type { BackendName } from '@pfc/core';
 import { resolveConfig } from './arch';
 import type { BackboneConfig } from './arch';
 import { exportOnnx, importOnnx } from './onnx/onnx';
 import { encodeSafetensors, readSafetensors } from './safetensors';
 import { summary } from './summary';
-import { NETWORK_METADATA_KEY, inferConfigFromState, loadWeights } from './weights';
-import { readFileSync } from 'node:fs';
+import { NETWORK_METADATA_KEY, inferConfigFromState, loadWeights, readOnnxFile } from './weights';
 
 /** Where the CLI writes; tests pass buffers. */
 export interface CliIo {
@@ -37,6 +36,12 @@ function parseNetwork(v: string): string | BackboneConfig {
 function positiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new CommanderError(2, 'pfc-backbone.argument', `expected a positive integer, got '${v}'`);
+  return n;
+}
+
+function wasmThreadsArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 8) throw new CommanderError(2, 'pfc-backbone.argument', `--threads must be an integer from 1 to 8, got '${v}'`);
   return n;
 }
 
@@ -102,7 +107,7 @@ export function createProgram(io: CliIo = defaultIo): Command {
         throw new PfcError('E_ARGUMENT', `convert: one of <in> and <out> must be .onnx and the other .safetensors, got ${input} and ${out}`);
       }
       if (isOnnx(input)) {
-        const { config, state, folded } = importOnnx(readFileSync(input), input);
+        const { config, state, folded } = importOnnx(readOnnxFile(input), input);
         writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', [NETWORK_METADATA_KEY]: JSON.stringify(config) }));
         io.out(`wrote ${out}${folded ? ' (the graph had BatchNorms folded into convolutions: loaded as identity BatchNorms carrying the bias)' : ''}\n`);
       } else {
@@ -121,9 +126,13 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .option('--network <name>', 'network of a .safetensors file (default: metadata or inferred)')
     .option('--batch-size <n>', 'images per forward pass', positiveInt, 32)
     .option('--backend <name>', 'tensor backend (default: PFC_BACKEND or the best available)')
-    .addHelpText('after', '\nExamples:\n  $ pfc-backbone run model.safetensors --input faces.npy --out emb.npy\n  $ pfc-backbone run model.onnx --input faces.npy --out emb.npy --backend wasm')
-    .action(async (weights: string, o: { input: string; out: string; network?: string; batchSize: number; backend?: string }) => {
-      await initBackend({ backend: o.backend as BackendName | undefined, log: (m) => io.err(`${m}\n`) });
+    .option('--threads <n>', 'wasm backend threads, 1-8 (default: PFC_WASM_THREADS, else the cores)', wasmThreadsArg)
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ pfc-backbone run model.safetensors --input faces.npy --out emb.npy\n  $ pfc-backbone run model.onnx --input faces.npy --out emb.npy --backend wasm --threads 4',
+    )
+    .action(async (weights: string, o: { input: string; out: string; network?: string; batchSize: number; backend?: string; threads?: number }) => {
+      await initBackend({ backend: o.backend as BackendName | undefined, threads: o.threads ?? processWasmThreads(), log: (m) => io.err(`${m}\n`) });
       const x = readNpy(o.input);
       const model = loadWeights(weights, o.network === undefined ? undefined : parseNetwork(o.network));
       try {

@@ -73,15 +73,18 @@ export function saveOnnx(model: Backbone, path: string, options: ExportOnnxOptio
   writeFileAtomic(path, exportOnnx(model.config, model.getStateDict(), options));
 }
 
-/** Loads an iResNet/MobileFaceNet ONNX file (ours or the reference's export) into a new model (see `importOnnx`). */
-export function loadOnnx(path: string): Backbone {
-  let bytes: Uint8Array;
+/** The bytes of an ONNX file; `E_ONNX` naming it when it cannot be read. */
+export function readOnnxFile(path: string): Uint8Array {
   try {
-    bytes = readFileSync(path);
+    return readFileSync(path);
   } catch (err) {
     throw new PfcError('E_ONNX', `${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { file: path } });
   }
-  const { config, state } = importOnnx(bytes, path);
+}
+
+/** Loads an iResNet/MobileFaceNet ONNX file (ours or the reference's export) into a new model (see `importOnnx`). */
+export function loadOnnx(path: string): Backbone {
+  const { config, state } = importOnnx(readOnnxFile(path), path);
   const model = new Backbone(config);
   model.loadStateDict(state, { source: path });
   return model;

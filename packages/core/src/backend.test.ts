@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { createRequire } from 'node:module';
-import { initBackend } from './backend';
+import { availableParallelism } from 'node:os';
+import { initBackend, processWasmThreads } from './backend';
 import { PfcError } from './errors';
 
 const req = createRequire(__filename);
@@ -43,5 +44,13 @@ describe('initBackend', () => {
       code: 'E_BACKEND_UNAVAILABLE',
       message: expect.stringMatching(/npm install @tensorflow\/tfjs-node@4\.22\.0/),
     });
+  });
+});
+
+describe('processWasmThreads', () => {
+  it('is PFC_WASM_THREADS when set, else the cores up to 8; a bad value is E_BACKEND_THREADS naming the variable', () => {
+    expect(processWasmThreads({ PFC_WASM_THREADS: '3' })).toBe(3);
+    expect(processWasmThreads({})).toBe(Math.min(8, availableParallelism()));
+    expect(() => processWasmThreads({ PFC_WASM_THREADS: '9' })).toThrow(expect.objectContaining({ code: 'E_BACKEND_THREADS', message: expect.stringContaining('PFC_WASM_THREADS') }));
   });
 });

@@ -146,6 +146,16 @@ export async function initBackend(options: InitBackendOptions = {}): Promise<Bac
   throw new PfcError('E_BACKEND_UNAVAILABLE', `no tensor backend could be loaded: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
 }
 
+/**
+ * Wasm threads for a process that runs one model by itself (an inference or evaluation command): `PFC_WASM_THREADS`
+ * when set, else the machine's cores, at most 8. `initBackend`'s own default stays 1, for the ranks of a training job
+ * that each take one core (docs/decisions.md §9).
+ * @throws PfcError `E_BACKEND_THREADS` when `PFC_WASM_THREADS` is not an integer from 1 to 8
+ */
+export function processWasmThreads(env: Record<string, string | undefined> = process.env): number {
+  return env.PFC_WASM_THREADS ? parseThreads(env.PFC_WASM_THREADS, 'environment variable PFC_WASM_THREADS') : Math.min(MAX_WASM_THREADS, availableParallelism());
+}
+
 function installHint(name: BackendName): string {
   if (name === 'tensorflow-gpu' || name === 'tensorflow') {
     return `. Install it with 'npm install ${NATIVE_MODULE[name]}@4.22.0' and approve its install script ('npm install-scripts approve ${NATIVE_MODULE[name]}'); it downloads libtensorflow.`;

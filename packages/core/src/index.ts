@@ -9,7 +9,7 @@ export { parseNpy, readNpy, encodeNpy, writeNpy, npyToFloat64 } from './npy';
 export type { NpyArray, NpyData, NpyDtype } from './npy';
 export { toFloat16Bits, fromFloat16Bits, float32ToFloat16, float16ToFloat32 } from './float16';
 export { writeFileAtomic } from './fs';
-export { initBackend, BACKEND_NAMES } from './backend';
+export { initBackend, processWasmThreads, BACKEND_NAMES } from './backend';
 export type { BackendInfo, BackendName, InitBackendOptions } from './backend';
 export { registerWasmTrainingKernels } from './wasm-kernels';
 export { workerScript } from './workers';

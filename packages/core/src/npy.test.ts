@@ -55,6 +55,8 @@ describe('npy', () => {
     writeFileSync(bad, 'hello world, not an array');
     expect(() => readNpy(bad)).toThrow(PfcError);
     expect(() => readNpy(bad)).toThrow(/bad\.npy: not a \.npy file.*offset 0/);
+    const missing = join(dir, 'missing.npy');
+    expect(() => readNpy(missing)).toThrow(expect.objectContaining({ code: 'E_NPY_OPEN', message: expect.stringContaining(`${missing}: cannot read`) }));
     const trunc = encodeNpy(new Float64Array(10)).subarray(0, 150);
     try {
       parseNpy(trunc, 't.npy');

@@ -112,9 +112,18 @@ function fortranToC(data: NpyData, shape: number[]): NpyData {
   return out;
 }
 
-/** Reads a `.npy` file. Errors are `PfcError` `E_NPY_FORMAT` naming the file and byte offset. */
+/**
+ * Reads a `.npy` file. Errors are `PfcError`: `E_NPY_OPEN` naming the file when it cannot be read, `E_NPY_FORMAT`
+ * naming the file and byte offset when it is not a valid `.npy`.
+ */
 export function readNpy(path: string): NpyArray {
-  return parseNpy(readFileSync(path), path);
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new PfcError('E_NPY_OPEN', `${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { file: path } });
+  }
+  return parseNpy(bytes, path);
 }
 
 function dtypeOf(data: NpyData): NpyDtype {

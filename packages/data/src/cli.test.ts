@@ -107,6 +107,12 @@ describe('pfc-data', () => {
     const r = await run('inspect', join(dir, 'missing.rec'));
     expect(r.code).toBe(1);
     expect(r.err).toContain('E_RECORDIO_OPEN');
+    // verify of a missing file: one problem, naming it, exit 1
+    const v = await run('verify', join(dir, 'missing.rec'), '--json');
+    expect(v.code).toBe(1);
+    const problems = JSON.parse(v.out).problems as { code: string; message: string }[];
+    expect(problems.map((p) => p.code)).toEqual(['E_RECORDIO_OPEN']);
+    expect(problems[0]!.message).toContain(join(dir, 'missing.rec'));
   });
 
   const commands = ['', 'pack', 'inspect', 'verify', 'index', 'synth', 'unpack'].map((c) => `pfc-data ${c}`.trim());

@@ -332,7 +332,8 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
   try {
     reader = new RecordIOReader(rec, existsSync(idxPathFor(rec)) ? { badIndex: 'drop' } : { idx: null });
   } catch (e) {
-    add(null, 0, e);
+    // a file the scan could not open either is reported once, by the scan
+    if (!(e instanceof PfcError && e.code === 'E_RECORDIO_OPEN' && problems.some((p) => p.code === 'E_RECORDIO_OPEN'))) add(null, 0, e);
     return { rec, records: scanned, images: 0, problems };
   }
   for (const e of reader.badIndexEntries) add(e.details.key as number, e.details.offset as number, e);

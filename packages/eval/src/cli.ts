@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
-import { PfcError, initBackend, npyToFloat64, readNpy } from '@pfc/core';
+import { PfcError, initBackend, npyToFloat64, processWasmThreads, readNpy } from '@pfc/core';
 import type { BackendName } from '@pfc/core';
 import { onnxEmbedder, tfjsEmbedder, ARCFACE_NORMALIZATION } from './embed';
 import type { Embedder, Normalization, TfjsModelLike } from './embed';
@@ -27,6 +27,7 @@ interface ModelOpts {
   normStd?: number;
   batchSize: number;
   backend?: string;
+  threads?: number;
 }
 
 const num = (what: string) => (v: string) => {
@@ -37,6 +38,12 @@ const num = (what: string) => (v: string) => {
 const posInt = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`must be a positive integer, got '${v}'`);
+  return n;
+};
+
+const wasmThreadsArg = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 8) throw new InvalidArgumentError(`must be an integer from 1 to 8, got '${v}'`);
   return n;
 };
 
@@ -58,7 +65,7 @@ export async function loadModelEmbedder(opts: ModelOpts, log: (s: string) => voi
     } catch (cause) {
       throw new PfcError('E_BACKEND_UNAVAILABLE', `--model ${opts.model}: .safetensors models need the '@pfc/backbone' package (npm install @pfc/backbone), which failed to load: ${(cause as Error).message}`, { cause });
     }
-    await initBackend({ ...(opts.backend ? { backend: opts.backend as BackendName } : {}), log });
+    await initBackend({ ...(opts.backend ? { backend: opts.backend as BackendName } : {}), threads: opts.threads ?? processWasmThreads(), log });
     const model = backbone.loadSafetensors(opts.model, opts.network);
     const size = model.inputShape?.[0] ?? 112;
     return tfjsEmbedder(model, { normalization, inputSize: size, name: opts.model });
@@ -116,6 +123,7 @@ Run 'pfc-eval <command> --help' for a command's options.`,
       .option('--norm-std <x>', 'pixel normalisation std (default 127.5; e.g. 128 with --norm-mean 127)', num('--norm-std'))
       .option('--batch-size <n>', 'images per model call', posInt, 64)
       .option('--backend <name>', 'tensor backend for .safetensors models (wasm, cpu, tensorflow...)')
+      .option('--threads <n>', 'wasm backend threads for .safetensors models, 1-8 (default: PFC_WASM_THREADS, else the cores)', wasmThreadsArg)
       .option('--no-flip', 'do not add the mirrored image\'s embedding (flip test off)')
       .option('--json', 'print one JSON object on stdout');
 
