@@ -1,17 +1,25 @@
 import { PfcError, assertArg } from '@pfc/core';
 import type { RgbImage } from './image';
 
-/**
- * The ArcFace 112×112 five-point template (x, y): left eye, right eye, nose tip, left and right mouth corner
- * ("left" = smaller x in the image), the classic 96×112 template shifted by +8 in x.
- */
-export const ARCFACE_TEMPLATE: readonly (readonly [number, number])[] = [
+/** The ArcFace template as the spec writes it: the classic 96×112 template shifted by +8 in x, in decimal. */
+export const ARCFACE_TEMPLATE_DECIMAL: readonly (readonly [number, number])[] = [
   [38.2946, 51.6963],
   [73.5318, 51.5014],
   [56.0252, 71.7366],
   [41.5493, 92.3655],
   [70.7299, 92.2041],
 ];
+
+/**
+ * The ArcFace 112×112 five-point template (x, y): left eye, right eye, nose tip, left and right mouth corner
+ * ("left" = smaller x in the image), with the values the reference computes with: its 96×112 template is a float32
+ * array shifted by +8.0 in float32, so each coordinate is float32-rounded (38.2946 is 38.29460144…). Aligning with the
+ * decimal values instead moves the matrix by ~1e-7 relative, enough to change OpenCV's 1/32-pixel sampling positions
+ * and hence some crop bytes.
+ */
+export const ARCFACE_TEMPLATE: readonly (readonly [number, number])[] = ARCFACE_TEMPLATE_DECIMAL.map(
+  ([x, y]) => [Math.fround(Math.fround(x - 8) + 8), Math.fround(y)] as const,
+);
 
 /** A 2×3 affine matrix `[a, b, c, d, e, f]` mapping (x, y) to (a·x + b·y + c, d·x + e·y + f). */
 export type Affine = Float64Array;

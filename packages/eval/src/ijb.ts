@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PfcError, assertArg, writeFileAtomic, writeNpy } from '@pfc/core';
-import { ARCFACE_TEMPLATE, alignFace } from './align';
+import { ARCFACE_TEMPLATE_DECIMAL, alignFace } from './align';
 import type { WarpOptions } from './align';
 import { decodeImage } from './image';
 import { embedImages } from './embed';
@@ -660,7 +660,7 @@ export function writeIjbProtocol(root: string, target: IjbTarget, protocol: IjbP
   const lms: string[] = [];
   for (const img of spec.images) {
     assertArg(/^[^\s]+$/.test(img.name), 'writeIjbProtocol', 'images[].name', img.name, 'a file name without whitespace');
-    const lm = img.landmarks ?? ARCFACE_TEMPLATE;
+    const lm = img.landmarks ?? ARCFACE_TEMPLATE_DECIMAL;
     assertArg(lm.length === 5, 'writeIjbProtocol', `landmarks of ${img.name}`, lm.length, '5 points');
     faces.push(`${img.name} ${img.template} ${img.media}`);
     lms.push(`${img.name} ${Array.from(lm, (p) => `${p[0]!} ${p[1]!}`).join(' ')} ${img.score ?? 1}`);
