@@ -12,7 +12,7 @@ export { evaluateVerification, evaluateDistances, pairDistances, l2NormalizeRows
 export type { VerificationResult, VerificationEmbeddingsResult, VerificationFold, EvaluateVerificationOptions, VerificationEmbeddingsOptions } from './verification';
 export { rocCurve, auc, tarAtFar, formatTar, formatFixed, IJB_FARS } from './roc';
 export type { RocCurve, RocOptions, TarAtFar } from './roc';
-export { ARCFACE_TEMPLATE, estimateSimilarity, invertAffine, warpAffine, alignFace, landmarks68To5 } from './align';
+export { ARCFACE_TEMPLATE, ARCFACE_TEMPLATE_DECIMAL, estimateSimilarity, invertAffine, warpAffine, alignFace, landmarks68To5 } from './align';
 export type { Affine, WarpOptions } from './align';
 export { ARCFACE_NORMALIZATION, functionEmbedder, tfjsEmbedder, onnxEmbedder, loadOnnxRuntime, embedImages, toModelInput, flipBatch } from './embed';
 export type { Embedder, EmbedderOptions, Normalization, OnnxEmbedderOptions, TfjsModelLike, EmbedImagesOptions, EmbeddedImages } from './embed';
