@@ -343,9 +343,23 @@ function linearNoTranspose(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Te
 function channelMean(x: tf.Tensor): tf.Tensor {
   if (x.rank === 4) {
     const [, h, w] = x.shape as [number, number, number, number];
-    return tf.tidy(() => tf.mean(tf.avgPool(x as tf.Tensor4D, [h, w], 1, 'valid'), [0, 1, 2]));
+    // two pooling stages (blocks of about √h × √w, then the block means): float32 running sums over ~√(h·w) terms
+    // each instead of h·w, which keeps the batch statistics and their gradients near a float64 sum
+    const bh = nearDivisor(h);
+    const bw = nearDivisor(w);
+    return tf.tidy(() => {
+      const blocks = bh > 1 && bh < h ? tf.avgPool(x as tf.Tensor4D, [bh, bw], [bh, bw], 'valid') : (x as tf.Tensor4D);
+      return tf.mean(tf.avgPool(blocks, [blocks.shape[1], blocks.shape[2]], 1, 'valid'), [0, 1, 2]);
+    });
   }
   return tf.mean(x, Array.from({ length: x.rank - 1 }, (_, i) => i));
+}
+
+/** The divisor of `n` nearest to √n (1 for a prime). */
+function nearDivisor(n: number): number {
+  let best = 1;
+  for (let d = 1; d <= n; d++) if (n % d === 0 && Math.abs(d - Math.sqrt(n)) < Math.abs(best - Math.sqrt(n))) best = d;
+  return best;
 }
 
 /**

@@ -5,12 +5,15 @@ conv3x3 (stride), BN, plus a 1x1 conv + BN shortcut where the shape changes; sta
 resolution; head BN, dropout, flatten, FC (512*7*7 -> E), BN1d. Module names follow the reference's state-dict keys,
 so `load_state_dict(strict=True)` checks every name and shape a @pfc safetensors file carries.
 
-usage: torch_iresnet.py <weights.safetensors> <x.npy> <out-dir> <layers,comma-separated> <embedding>
+usage: torch_iresnet.py <weights.safetensors> <x.npy> <out-dir> <layers,comma-separated> <embedding> [<dEmb.npy>]
 writes <out-dir>/y_eval.npy (inference-mode embeddings), <out-dir>/y_train.npy (training-mode embeddings, batch
 statistics), <out-dir>/running_after.npy (layer1.0.bn1 running_mean after that training-mode pass) and
-<out-dir>/torch.onnx (torch.onnx.export, opset 11, dynamic batch, input "data").
+<out-dir>/torch.onnx (torch.onnx.export, opset 11, dynamic batch, input "data"); with dEmb.npy, the gradient of
+sum(embeddings * dEmb) in training mode for every parameter, as <out-dir>/grad/<name>.npy (float32) and
+<out-dir>/grad64/<name>.npy (the same model and inputs in float64).
 """
 import json
+import os
 import struct
 import sys
 
@@ -79,6 +82,7 @@ class IResNet(nn.Module):
 
 def main():
     weights, x_path, out, layers, embedding = sys.argv[1:6]
+    demb = sys.argv[6] if len(sys.argv) > 6 else None
     torch.manual_seed(0)
     model = IResNet([int(v) for v in layers.split(",")], int(embedding))
     model.load_state_dict(read_safetensors(weights), strict=True)
@@ -90,6 +94,20 @@ def main():
         model.train()
         np.save(f"{out}/y_train.npy", model(x).numpy())
         np.save(f"{out}/running_after.npy", model.layer1[0].bn1.running_mean.numpy())
+    if demb is not None:
+        d = torch.from_numpy(np.load(demb))
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        for sub, m, xs, ds in (("grad", model, x, d), ("grad64", None, x.double(), d.double())):
+            if m is None:
+                m = IResNet([int(v) for v in layers.split(",")], int(embedding))
+                m.load_state_dict(state)
+                m = m.double()
+            m.train()
+            m.zero_grad()
+            m(xs).backward(ds)
+            os.makedirs(f"{out}/{sub}", exist_ok=True)
+            for name, p in m.named_parameters():
+                np.save(f"{out}/{sub}/{name}.npy", p.grad.numpy())
 
 
 if __name__ == "__main__":
