@@ -32,9 +32,10 @@ describe('MPI rank killed mid-run', () => {
       expect(s).toMatchObject({ code: 'E_COLLECTIVE_TIMEOUT', message: expect.stringContaining(`mpi allReduce: rank ${s.rank} waited ${timeoutMs} ms`) });
       const afterKill = s.failedAt! - killedAt!;
       expect({ rank: s.rank, afterKill, within: afterKill > 0 && afterKill <= timeoutMs + marginMs }).toMatchObject({ rank: s.rank, within: true });
-      // Printed by the surviving rank itself (runRank's onError), not by mpirun.
-      expect(run.output).toContain(`rank ${s.rank}: PfcError E_COLLECTIVE_TIMEOUT: mpi allReduce: rank ${s.rank} waited ${timeoutMs} ms`);
     }
+    // Printed by a surviving rank itself (runRank's onError), not by mpirun. Only one such line is certain to get out:
+    // the first MPI_Abort kills the other processes, and mpirun may drop what they wrote just before.
+    expect(run.output).toMatch(new RegExp(`rank ([02]): PfcError E_COLLECTIVE_TIMEOUT: mpi allReduce: rank \\1 waited ${timeoutMs} ms`));
   });
 
   withMpi('kill -9 of one rank under mpirun defaults: mpirun ends the whole job at once, nothing hangs', async () => {
