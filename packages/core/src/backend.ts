@@ -84,6 +84,9 @@ async function tryBackend(
     case 'cpu': {
       load('@tensorflow/tfjs-backend-cpu');
       if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not initialise');
+      // tfjs prints a banner on the cpu backend's first tensor in Node, suggesting @tensorflow/tfjs-node; the line
+      // initBackend logs already names the backend and why, so the banner is silenced (PROD only silences tfjs logs)
+      tf.env().set('PROD', true);
       return { tfBackend: 'cpu', threads: 1 };
     }
   }
