@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { PfcError, initBackend, processWasmThreads, readNpy, writeFileAtomic, writeNpy } from '@pfc/core';
+import { MAX_WASM_THREADS, PfcError, initBackend, processWasmThreads, readFileOrThrow, readNpy, writeFileAtomic, writeNpy } from '@pfc/core';
 import type { BackendName } from '@pfc/core';
 import { resolveConfig } from './arch';
 import type { BackboneConfig } from './arch';
 import { exportOnnx, importOnnx } from './onnx/onnx';
 import { encodeSafetensors, readSafetensors } from './safetensors';
 import { summary } from './summary';
-import { NETWORK_METADATA_KEY, inferConfigFromState, loadWeights, readOnnxFile } from './weights';
+import { NETWORK_METADATA_KEY, inferConfigFromState, loadWeights } from './weights';
 
 /** Where the CLI writes; tests pass buffers. */
 export interface CliIo {
@@ -41,7 +41,7 @@ function positiveInt(v: string): number {
 
 function wasmThreadsArg(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 8) throw new CommanderError(2, 'pfc-backbone.argument', `--threads must be an integer from 1 to 8, got '${v}'`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WASM_THREADS) throw new CommanderError(2, 'pfc-backbone.argument', `--threads must be an integer from 1 to ${MAX_WASM_THREADS}, got '${v}'`);
   return n;
 }
 
@@ -107,7 +107,7 @@ export function createProgram(io: CliIo = defaultIo): Command {
         throw new PfcError('E_ARGUMENT', `convert: one of <in> and <out> must be .onnx and the other .safetensors, got ${input} and ${out}`);
       }
       if (isOnnx(input)) {
-        const { config, state, folded } = importOnnx(readOnnxFile(input), input);
+        const { config, state, folded } = importOnnx(readFileOrThrow(input, 'E_ONNX'), input);
         writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', [NETWORK_METADATA_KEY]: JSON.stringify(config) }));
         io.out(`wrote ${out}${folded ? ' (the graph had BatchNorms folded into convolutions: loaded as identity BatchNorms carrying the bias)' : ''}\n`);
       } else {

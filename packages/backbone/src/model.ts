@@ -348,7 +348,7 @@ function channelMean(x: tf.Tensor): tf.Tensor {
     const bh = nearDivisor(h);
     const bw = nearDivisor(w);
     return tf.tidy(() => {
-      const blocks = bh > 1 && bh < h ? tf.avgPool(x as tf.Tensor4D, [bh, bw], [bh, bw], 'valid') : (x as tf.Tensor4D);
+      const blocks = bh * bw > 1 ? tf.avgPool(x as tf.Tensor4D, [bh, bw], [bh, bw], 'valid') : (x as tf.Tensor4D);
       return tf.mean(tf.avgPool(blocks, [blocks.shape[1], blocks.shape[2]], 1, 'valid'), [0, 1, 2]);
     });
   }
@@ -357,8 +357,9 @@ function channelMean(x: tf.Tensor): tf.Tensor {
 
 /** The divisor of `n` nearest to √n (1 for a prime). */
 function nearDivisor(n: number): number {
+  const r = Math.sqrt(n);
   let best = 1;
-  for (let d = 1; d <= n; d++) if (n % d === 0 && Math.abs(d - Math.sqrt(n)) < Math.abs(best - Math.sqrt(n))) best = d;
+  for (let d = 2; d <= n; d++) if (n % d === 0 && Math.abs(d - r) < Math.abs(best - r)) best = d;
   return best;
 }
 

@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { PfcError, float16ToFloat32, writeFileAtomic } from '@pfc/core';
+import { PfcError, float16ToFloat32, readFileOrThrow, writeFileAtomic } from '@pfc/core';
 import type { StateDict, StateTensor } from './model';
 
 /**
@@ -124,13 +123,7 @@ export function decodeSafetensors(bytes: Uint8Array, source = '<buffer>'): Safet
 
 /** Reads a `.safetensors` file (see {@link decodeSafetensors}). */
 export function readSafetensors(path: string): SafetensorsFile {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new PfcError('E_WEIGHTS', `${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { file: path } });
-  }
-  return decodeSafetensors(bytes, path);
+  return decodeSafetensors(readFileOrThrow(path, 'E_WEIGHTS'), path);
 }
 
 /** Writes a state dict as a `.safetensors` file atomically. */

@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { PfcError, writeFileAtomic } from '@pfc/core';
+import { PfcError, readFileOrThrow, writeFileAtomic } from '@pfc/core';
 import { resolveConfig } from './arch';
 import type { BackboneConfig, ResolvedConfig } from './arch';
 import { Backbone } from './model';
@@ -73,18 +72,9 @@ export function saveOnnx(model: Backbone, path: string, options: ExportOnnxOptio
   writeFileAtomic(path, exportOnnx(model.config, model.getStateDict(), options));
 }
 
-/** The bytes of an ONNX file; `E_ONNX` naming it when it cannot be read. */
-export function readOnnxFile(path: string): Uint8Array {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new PfcError('E_ONNX', `${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { file: path } });
-  }
-}
-
 /** Loads an iResNet/MobileFaceNet ONNX file (ours or the reference's export) into a new model (see `importOnnx`). */
 export function loadOnnx(path: string): Backbone {
-  const { config, state } = importOnnx(readOnnxFile(path), path);
+  const { config, state } = importOnnx(readFileOrThrow(path, 'E_ONNX'), path);
   const model = new Backbone(config);
   model.loadStateDict(state, { source: path });
   return model;

@@ -1,5 +1,18 @@
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
+import { PfcError, type PfcErrorCode } from './errors';
+
+/**
+ * Reads a whole file. A file that cannot be read (missing, a directory, no permission) is a `PfcError` with the
+ * caller's `code`, the message `<path>: cannot read: <reason>` and `details.file`.
+ */
+export function readFileOrThrow(path: string, code: PfcErrorCode): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new PfcError(code, `${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { file: path } });
+  }
+}
 
 /**
  * Writes a file atomically: the bytes go to a temporary file in the same directory, are flushed to disk,

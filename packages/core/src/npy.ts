@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { PfcError } from './errors';
-import { writeFileAtomic } from './fs';
+import { readFileOrThrow, writeFileAtomic } from './fs';
 import { fromFloat16Bits } from './float16';
 
 /** The element types a `.npy` file can carry here, by numpy `descr`. */
@@ -117,13 +116,7 @@ function fortranToC(data: NpyData, shape: number[]): NpyData {
  * naming the file and byte offset when it is not a valid `.npy`.
  */
 export function readNpy(path: string): NpyArray {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new PfcError('E_NPY_OPEN', `${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { file: path } });
-  }
-  return parseNpy(bytes, path);
+  return parseNpy(readFileOrThrow(path, 'E_NPY_OPEN'), path);
 }
 
 function dtypeOf(data: NpyData): NpyDtype {

@@ -332,9 +332,8 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
   try {
     reader = new RecordIOReader(rec, existsSync(idxPathFor(rec)) ? { badIndex: 'drop' } : { idx: null });
   } catch (e) {
-    // a file the scan could not open either is reported once, by the scan
-    if (!(e instanceof PfcError && e.code === 'E_RECORDIO_OPEN' && problems.some((p) => p.code === 'E_RECORDIO_OPEN'))) add(null, 0, e);
-    return { rec, records: scanned, images: 0, problems };
+    add(null, 0, e);
+    return { rec, records: scanned, images: 0, problems: uniqueProblems(problems) };
   }
   for (const e of reader.badIndexEntries) add(e.details.key as number, e.details.offset as number, e);
   let layout: RecordLayout = 'im2rec';
@@ -388,8 +387,15 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
     progress?.stop();
     reader.close();
   }
+  return { rec, records: scanned, images, problems: uniqueProblems(problems) };
+}
+
+/**
+ * A problem both passes report (same code at the same offset: damage, or a file neither could open) is listed once,
+ * with its key when the index pass knew it; the list is in file order.
+ */
+function uniqueProblems(problems: VerifyProblem[]): VerifyProblem[] {
   const seen = new Set<string>();
-  // a damaged region reported by both passes is listed once, with its key when the index pass knew it
   const keyedFirst = [...problems].sort((a, b) => (a.key === null ? 1 : 0) - (b.key === null ? 1 : 0));
   const unique = keyedFirst.filter((p) => {
     const k = `${p.code}@${p.offset}`;
@@ -397,8 +403,7 @@ export async function verifyRec(rec: string, options: VerifyOptions = {}): Promi
     seen.add(k);
     return true;
   });
-  unique.sort((a, b) => a.offset - b.offset);
-  return { rec, records: scanned, images, problems: unique };
+  return unique.sort((a, b) => a.offset - b.offset);
 }
 
 /** Scans a `.rec` physically, collecting damage and resynchronising at the next aligned magic word. Returns records found. */

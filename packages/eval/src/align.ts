@@ -123,11 +123,10 @@ export interface WarpOptions {
  */
 export function warpAffine(img: RgbImage, m: ArrayLike<number>, width = 112, height = 112, options: WarpOptions = {}): RgbImage {
   assertArg(img.data.length === img.width * img.height * 3, 'warpAffine', 'img.data.length', img.data.length, `width × height × 3 = ${img.width * img.height * 3}`);
-  const iM = invertAffine(m);
   const out = new Uint8Array(width * height * 3);
-  const { width: W, height: H, data: S } = img;
-  const px = (x: number, y: number, c: number) => (x >= 0 && y >= 0 && x < W && y < H ? S[(y * W + x) * 3 + c]! : 0);
   if ((options.mode ?? 'opencv') === 'opencv') {
+    const iM = invertAffine(m);
+    const px = pixelReader(img);
     const adelta = new Int32Array(width);
     const bdelta = new Int32Array(width);
     for (let x = 0; x < width; x++) {
@@ -161,6 +160,11 @@ export function warpAffine(img: RgbImage, m: ArrayLike<number>, width = 112, hei
   return { width, height, data: out };
 }
 
+/** Channel `c` of pixel (x, y) of `img`, 0 outside it (OpenCV's `borderValue=0`). */
+function pixelReader({ width: W, height: H, data: S }: RgbImage): (x: number, y: number, c: number) => number {
+  return (x, y, c) => (x >= 0 && y >= 0 && x < W && y < H ? S[(y * W + x) * 3 + c]! : 0);
+}
+
 /**
  * The `'float'` mode of {@link warpAffine} before rounding: bilinear interpolation at the exact source coordinates
  * `M⁻¹·(x, y)` (float64 throughout), pixels outside the input counting as 0. Internal (not re-exported by the
@@ -172,8 +176,7 @@ export function warpAffine(img: RgbImage, m: ArrayLike<number>, width = 112, hei
 export function warpAffineBilinear(img: RgbImage, m: ArrayLike<number>, width: number, height: number): Float64Array {
   assertArg(img.data.length === img.width * img.height * 3, 'warpAffineBilinear', 'img.data.length', img.data.length, `width × height × 3 = ${img.width * img.height * 3}`);
   const iM = invertAffine(m);
-  const { width: W, height: H, data: S } = img;
-  const px = (x: number, y: number, c: number) => (x >= 0 && y >= 0 && x < W && y < H ? S[(y * W + x) * 3 + c]! : 0);
+  const px = pixelReader(img);
   const out = new Float64Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {

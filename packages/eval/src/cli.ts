@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
-import { PfcError, initBackend, npyToFloat64, processWasmThreads, readNpy } from '@pfc/core';
+import { MAX_WASM_THREADS, PfcError, initBackend, npyToFloat64, processWasmThreads, readNpy } from '@pfc/core';
 import type { BackendName } from '@pfc/core';
 import { onnxEmbedder, tfjsEmbedder, ARCFACE_NORMALIZATION } from './embed';
 import type { Embedder, Normalization, TfjsModelLike } from './embed';
@@ -43,7 +43,7 @@ const posInt = (v: string) => {
 
 const wasmThreadsArg = (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 8) throw new InvalidArgumentError(`must be an integer from 1 to 8, got '${v}'`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WASM_THREADS) throw new InvalidArgumentError(`must be an integer from 1 to ${MAX_WASM_THREADS}, got '${v}'`);
   return n;
 };
 
